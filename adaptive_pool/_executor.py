@@ -1,0 +1,848 @@
+"""AutoExecutor: probe each function's first calls, then route the rest.
+
+Flow for one function (keyed by :func:`._identity.function_key`):
+
+1. Its first ``probes`` submissions run on the thread route, measured
+   (:func:`._profile.measure_call`).  They are real calls; the user gets
+   their results.  Later submissions wait in a pending list.
+2. When the probes finish, or after ``probe_deadline`` seconds if they are
+   still running (a long task must not hold the rest back, and pending work
+   may be what a probe is waiting for), the features go to the policy and a
+   :class:`.Decision` is taken.  Pending calls are dispatched on its route.
+3. Further submissions go straight to that route.  A decision taken from
+   running probes is revisited once they finish.
+
+Features of finished probes are kept process-wide (:data:`._profile.PROFILES`),
+so a new executor decides at once for a function it has seen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import weakref
+from collections import OrderedDict, deque
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures._base import BrokenExecutor
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, TypeVar
+
+from ._batch import Batch, Call
+from ._identity import describe, function_key, is_coroutine_function, underlying_function
+from ._policy import (
+    Backend,
+    Decision,
+    Policy,
+    decide,
+    forced_decision,
+)
+from ._profile import (
+    PROFILES,
+    CallSample,
+    GilMonitor,
+    ProbeTracker,
+    function_picklable,
+    measure_call,
+    pickled_size,
+    static_effects,
+    summarize,
+    usable_cores,
+)
+from ._routes import ForeignProcessRoute, InlineRoute, ProcessRoute, Route, ThreadRoute
+
+__all__ = ["AutoExecutor", "pin"]
+
+logger = logging.getLogger("adaptive_pool")
+
+T = TypeVar("T")
+
+_PREFER = {"threads": "thread", "processes": "process", "inline": "inline"}
+_PIN_ATTRIBUTE = "__adaptive_pool_route__"
+_STATE_CAPACITY = 4096
+
+
+def pin(backend: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorator fixing the route of a function, for users who know better.
+
+    ``backend`` is ``"threads"``, ``"processes"`` or ``"inline"`` (joblib's
+    words; ``"thread"`` and ``"process"`` are accepted too).  The function is
+    returned unchanged but for a marker attribute, so it pickles as before.
+    """
+    route = _PREFER.get(backend, backend if backend in ("thread", "process") else None)
+    if route is None:
+        raise ValueError(f"pin() takes 'threads', 'processes' or 'inline', not {backend!r}")
+
+    def mark(fn: Callable[..., T]) -> Callable[..., T]:
+        setattr(fn, _PIN_ATTRIBUTE, route)
+        return fn
+
+    return mark
+
+
+class _FunctionState:
+    """What one executor knows about one function."""
+
+    __slots__ = (
+        "key",
+        "name",
+        "decision",
+        "probes_started",
+        "probes_done",
+        "samples",
+        "tracker",
+        "pending",
+        "listeners",
+        "timer",
+        "fn",
+        "provisional",
+    )
+
+    def __init__(self, key: Hashable, name: str, monitor: GilMonitor) -> None:
+        self.key = key
+        self.name = name
+        self.decision: Decision | None = None
+        self.probes_started = 0
+        self.probes_done = 0
+        self.samples: list[CallSample] = []
+        self.tracker = ProbeTracker(monitor)
+        # (fn, call, future) submitted while undecided
+        self.pending: list[tuple[Callable[..., Any], Call, Future[Any]]] = []
+        # Called with the decision, None if cancelled, or the error if broken.
+        self.listeners: list[Callable[[Decision | BaseException | None], None]] = []
+        self.timer: threading.Timer | None = None
+        # A function object to test for picklability; dropped once decided.
+        self.fn: Callable[..., Any] | None = None
+        # True while the decision rests on probes that had not finished.
+        self.provisional = False
+
+
+class _Gate:
+    """Caps batches running at once across all routes (``max_workers``)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+        self.backlog: deque[tuple[Route, Batch]] = deque()
+
+
+class AutoExecutor(Executor):
+    """An executor that picks threads, processes or inline batches per function.
+
+    Parameters are those of the standard library's executors, plus:
+
+    ``prefer``: ``"threads"``, ``"processes"`` or ``"inline"`` forces that
+    route for every function (joblib's words).  ``require="sharedmem"``
+    forbids the process route.  ``model``: a model file to decide with
+    (see :mod:`adaptive_pool._model` for the search order).  ``policy``: an
+    object with the :class:`~adaptive_pool.Policy` interface, which replaces
+    model and heuristic (tests, experiments).  ``process_executor``: any
+    ``concurrent.futures.Executor`` to use as the process route (a Dask
+    ``client.get_executor()``).  ``probes``: how many first calls of each
+    function are measured.  ``probe_deadline``: seconds after which running
+    probes are judged as they are.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        *,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        prefer: str | None = None,
+        require: str | None = None,
+        mp_context: Any = None,
+        max_tasks_per_child: int | None = None,
+        thread_name_prefix: str = "",
+        model: Any = None,
+        policy: Policy | None = None,
+        process_executor: Executor | None = None,
+        probes: int = 2,
+        probe_deadline: float = 0.03,
+    ) -> None:
+        if max_workers is not None:
+            if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+                raise TypeError(f"max_workers must be an int or None, not {type(max_workers).__name__}")
+            if max_workers <= 0:
+                raise ValueError("max_workers must be greater than 0")
+        if prefer is not None and prefer not in _PREFER:
+            raise ValueError(f"prefer must be 'threads', 'processes', 'inline' or None, not {prefer!r}")
+        if require not in (None, "sharedmem"):
+            raise ValueError(f"require must be 'sharedmem' or None, not {require!r}")
+        if prefer == "processes" and require == "sharedmem":
+            raise ValueError("prefer='processes' contradicts require='sharedmem'")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+        if not isinstance(probes, int) or probes < 1:
+            raise ValueError("probes must be an int >= 1")
+        self._max_workers = max_workers
+        self._initializer = initializer
+        self._initargs = tuple(initargs)
+        self._forced: Backend | None = _PREFER[prefer] if prefer else None  # type: ignore[assignment]
+        self._allow_process = require != "sharedmem"
+        self._mp_context = mp_context
+        self._max_tasks_per_child = max_tasks_per_child
+        self._thread_name_prefix = thread_name_prefix
+        self._model = model
+        self._policy = policy
+        self._process_executor = process_executor
+        self._probes = probes
+        self._probe_deadline = probe_deadline
+
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._states: OrderedDict[Hashable, _FunctionState] = OrderedDict()
+        self._routes: dict[str, Route] = {}
+        self._gate = _Gate(max_workers) if max_workers is not None else None
+        self._outstanding = 0
+        self._shutdown = False
+        self._routes_closed = False
+        self._broken: str | None = None
+        self._monitor = GilMonitor()
+        self._cores = usable_cores()
+        # If the executor is dropped without shutdown(), its workers still end.
+        weakref.finalize(self, _close_routes, self._routes)
+        _LIVE_EXECUTORS.add(self)
+
+    # ------------------------------------------------------------------
+    # The Executor interface
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Schedule ``fn(*args, **kwargs)``; return its future at once."""
+        if not callable(fn):
+            raise TypeError(f"{type(fn).__name__!r} object is not callable")
+        if is_coroutine_function(fn):
+            raise TypeError(
+                f"{describe(fn)} is a coroutine function; executors run plain callables "
+                "(await it in an event loop, or wrap it with asyncio.run)"
+            )
+        future: Future[T] = Future()
+        with self._lock:
+            self._check_open()
+            self._outstanding += 1
+        self._route_calls(fn, [(args, kwargs)], [future])
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> Iterator[T]:
+        """Like ``Executor.map``: results in order, lazily, with ``timeout``.
+
+        Calls are batched by the decision's chunk size where the route
+        allows (the process route honours ``chunksize`` as the standard
+        library does), so a million tiny calls do not make a million
+        futures.  ``buffersize`` (as in Python 3.14) bounds how many inputs
+        are taken from the iterables ahead of the results consumed.
+        """
+        if not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if buffersize is not None:
+            if not isinstance(buffersize, int):
+                raise TypeError("buffersize must be an integer or None")
+            if buffersize < 1:
+                raise ValueError("buffersize must be None or > 0")
+        if not callable(fn):
+            raise TypeError(f"{type(fn).__name__!r} object is not callable")
+        end_time = None if timeout is None else timeout + time.monotonic()
+        with self._lock:
+            self._check_open()
+        if buffersize is not None:
+            return self._map_buffered(fn, zip(*iterables), end_time, buffersize)
+        calls: list[Call] = [(args, {}) for args in zip(*iterables)]
+        chunk_futures = self._map_submit(fn, calls, chunksize)
+        return _map_results(chunk_futures, end_time)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting work; finish (or cancel) what was accepted."""
+        with self._lock:
+            self._shutdown = True
+            cancelled: list[Future[Any]] = []
+            listeners: list[Callable[[Decision | BaseException | None], None]] = []
+            if cancel_futures:
+                for state in self._states.values():
+                    cancelled.extend(future for _, _, future in state.pending)
+                    state.pending = []
+                    listeners.extend(state.listeners)
+                    state.listeners = []
+                if self._gate is not None:
+                    backlog = list(self._gate.backlog)
+                    self._gate.backlog.clear()
+                else:
+                    backlog = []
+            else:
+                backlog = []
+        for future in cancelled:
+            future.cancel()
+        for listener in listeners:
+            listener(None)
+        with self._lock:
+            self._outstanding -= len(cancelled)
+            if self._outstanding <= 0:
+                self._idle.notify_all()
+        for _, batch in backlog:
+            batch.settle(_cancelled())
+        if cancel_futures:
+            for route in list(self._routes.values()):
+                route.shutdown(wait=False, cancel_futures=True)
+        if wait:
+            with self._lock:
+                while self._outstanding > 0:
+                    self._idle.wait()
+            self._close_routes(wait=True)
+        else:
+            with self._lock:
+                done = self._outstanding <= 0
+            if done:
+                self._close_routes(wait=False)
+            # else: the last batch to finish closes the routes (_batch_done)
+
+    # ------------------------------------------------------------------
+    # Introspection
+
+    def decision_for(self, fn: Callable[..., Any]) -> Decision | None:
+        """The decision for ``fn``, or ``None`` while it is still being probed."""
+        forced = self._forced_decision(fn)
+        if forced is not None:
+            return forced
+        key = function_key(fn)
+        with self._lock:
+            state = self._states.get(key)
+            if state is not None and state.decision is not None:
+                return state.decision
+        features = PROFILES.get(key)
+        if features is None:
+            return None
+        return self._decide(features)
+
+    # ------------------------------------------------------------------
+    # Routing
+
+    def _check_open(self) -> None:
+        if self._broken is not None:
+            raise BrokenExecutor(self._broken)
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def _forced_decision(self, fn: Callable[..., Any]) -> Decision | None:
+        pinned = getattr(underlying_function(fn), _PIN_ATTRIBUTE, None) or getattr(fn, _PIN_ATTRIBUTE, None)
+        if pinned is not None:
+            if pinned == "process" and not self._allow_process:
+                pinned = "thread"
+            return forced_decision(pinned, f"pinned to {pinned} with pin()", self._max_workers, self._cores)
+        if self._forced is not None:
+            return forced_decision(self._forced, f"prefer={self._forced!r}", self._max_workers, self._cores)
+        return None
+
+    def _route_calls(
+        self, fn: Callable[..., Any], calls: list[Call], futures: list[Future[Any]]
+    ) -> None:
+        """Send calls (already counted as outstanding) where they belong."""
+        decision = self._forced_decision(fn)
+        if decision is not None:
+            self._dispatch(decision, fn, calls, futures)
+            return
+        state = self._state_for(fn)
+        probes: list[tuple[Call, Future[Any]]] = []
+        with self._lock:
+            decision = state.decision
+            if decision is None:
+                for call, future in zip(calls, futures):
+                    if state.probes_started < self._probes:
+                        state.probes_started += 1
+                        probes.append((call, future))
+                    else:
+                        state.pending.append((fn, call, future))
+                if state.fn is None:
+                    state.fn = fn
+                arm = probes and state.timer is None
+                if arm:
+                    state.timer = threading.Timer(self._probe_deadline, self._probe_deadline_hit, (state,))
+                    state.timer.daemon = True
+        if decision is not None:
+            self._dispatch(decision, fn, calls, futures)
+            return
+        for call, future in probes:
+            self._start_probe(state, fn, call, future)
+        if probes and arm and state.timer is not None:
+            state.timer.start()
+
+    def _state_for(self, fn: Callable[..., Any]) -> _FunctionState:
+        key = function_key(fn)
+        with self._lock:
+            state = self._states.get(key)
+            if state is not None:
+                self._states.move_to_end(key)
+                return state
+            state = _FunctionState(key, describe(fn), self._monitor)
+            self._states[key] = state
+            self._evict_states()
+        features = PROFILES.get(key)
+        if features is not None:
+            decision = self._decide(features)
+            with self._lock:
+                if state.decision is None:
+                    state.decision = decision
+        return state
+
+    def _evict_states(self) -> None:
+        # Keep undecided states (they hold pending work); drop the oldest others.
+        excess = len(self._states) - _STATE_CAPACITY
+        if excess <= 0:
+            return
+        for key in list(itertools.islice(self._states, 0, excess * 2)):
+            if excess <= 0:
+                break
+            if self._states[key].decision is not None:
+                del self._states[key]
+                excess -= 1
+
+    def _start_probe(
+        self, state: _FunctionState, fn: Callable[..., Any], call: Call, future: Future[Any]
+    ) -> None:
+        box: list[CallSample] = []
+
+        def invoke(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
+            ok, value, sample = measure_call(f, args, kwargs, self._monitor, state.tracker)
+            box.append(sample)
+            return ok, value
+
+        def done(batch: Batch) -> None:
+            self._monitor.release()
+            self._batch_done(batch)
+            if box:
+                self._probe_finished(state, box[0])
+            else:  # cancelled before it ran: let another call probe instead
+                self._probe_finished(state, None)
+
+        batch = Batch(fn, [call], [future], on_done=done, invoke=invoke)
+        # Start the GIL sampler now, so it is awake when the probe runs.
+        self._monitor.acquire()
+        self._submit_batch(self._route("thread"), batch)
+
+    def _probe_finished(self, state: _FunctionState, sample: CallSample | None) -> None:
+        with self._lock:
+            state.probes_done += 1
+            if sample is not None:
+                state.samples.append(sample)
+            if state.probes_done < state.probes_started:
+                return
+            if state.decision is not None and not state.provisional:
+                return
+            retry = not state.samples
+            if retry:
+                # Every probe was cancelled before it ran: the next calls probe.
+                state.probes_started = state.probes_done = 0
+                pending, state.pending = state.pending, []
+        if retry:
+            for fn, call, future in pending:  # already counted as outstanding
+                self._route_calls(fn, [call], [future])
+            return
+        features = self._features(state, complete=True)
+        if features is None:
+            return
+        PROFILES.put(state.key, features)
+        self._settle_decision(state, self._decide(features), provisional=False)
+
+    def _probe_deadline_hit(self, state: _FunctionState) -> None:
+        with self._lock:
+            if state.decision is not None or self._routes_closed:
+                return
+        features = self._features(state, complete=False)
+        if features is None:
+            return
+        self._settle_decision(state, self._decide(features), provisional=True)
+
+    def _features(self, state: _FunctionState, *, complete: bool) -> dict[str, float] | None:
+        with self._lock:
+            samples = list(state.samples)
+            fn = state.fn
+            sample_args = state.pending[0][1] if state.pending else None
+        if not complete:
+            samples += state.tracker.snapshot()
+        if not samples or fn is None:
+            return None
+        hint = pickled_size((sample_args[0], sample_args[1])) if sample_args else 32
+        return summarize(
+            samples,
+            fn_picklable=function_picklable(fn) if self._allow_process else False,
+            effects=static_effects(fn),
+            arg_bytes_hint=hint,
+        )
+
+    def _decide(self, features: Mapping[str, float]) -> Decision:
+        return decide(
+            features,
+            self._get_policy(),
+            allow_process=self._allow_process,
+            max_workers=self._max_workers,
+        )
+
+    def _get_policy(self) -> Policy:
+        if self._policy is None:
+            from ._model import load_policy
+
+            self._policy = load_policy(self._model)
+        return self._policy
+
+    def _settle_decision(self, state: _FunctionState, decision: Decision, *, provisional: bool) -> None:
+        with self._lock:
+            previous = state.decision
+            if previous is not None and not state.provisional:
+                return
+            state.decision = decision
+            state.provisional = provisional
+            if state.timer is not None:
+                state.timer.cancel()
+            if not provisional:
+                state.fn = None
+                state.samples = []
+            pending, state.pending = state.pending, []
+            listeners, state.listeners = state.listeners, []
+        if previous is None or previous.backend != decision.backend:
+            logger.debug("adaptive_pool: %s -> %s", state.name, decision)
+        if pending:
+            groups: dict[int, tuple[Callable[..., Any], list[Call], list[Future[Any]]]] = {}
+            for fn, call, future in pending:
+                group = groups.setdefault(id(fn), (fn, [], []))
+                group[1].append(call)
+                group[2].append(future)
+            for fn, calls, futures in groups.values():
+                self._dispatch(decision, fn, calls, futures)
+        for listener in listeners:
+            listener(decision)
+
+    # ------------------------------------------------------------------
+    # Dispatch to routes
+
+    def _route(self, backend: str) -> Route:
+        with self._lock:
+            route = self._routes.get(backend)
+            if route is not None:
+                return route
+            if self._routes_closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            route = self._make_route(backend)
+            self._routes[backend] = route
+            return route
+
+    def _make_route(self, backend: str) -> Route:
+        init = {"initializer": self._initializer, "initargs": self._initargs}
+        if backend == "thread":
+            start = self._max_workers or min(32, self._cores + 4)
+            return ThreadRoute(
+                start, thread_name_prefix=self._thread_name_prefix, on_broken=self._break, **init
+            )
+        if backend == "inline":
+            prefix = f"{self._thread_name_prefix}-inline" if self._thread_name_prefix else ""
+            return InlineRoute(thread_name_prefix=prefix, on_broken=self._break, **init)
+        if self._process_executor is not None:
+            return ForeignProcessRoute(self._process_executor, owned=False)
+        workers = self._max_workers or self._cores
+        if self._mp_context is not None:
+            pool = ProcessPoolExecutor(
+                workers,
+                mp_context=self._mp_context,
+                max_tasks_per_child=self._max_tasks_per_child,
+                **init,  # type: ignore[arg-type]
+            )
+            return ForeignProcessRoute(pool, owned=True)
+        return ProcessRoute(
+            workers, max_tasks_per_child=self._max_tasks_per_child, on_broken=self._break, **init
+        )
+
+    def _dispatch(
+        self, decision: Decision, fn: Callable[..., Any], calls: list[Call], futures: list[Future[Any]]
+    ) -> None:
+        route = self._route(decision.backend)
+        route.ensure_workers(decision.workers)
+        size = self._batch_size(decision, len(calls))
+        for start in range(0, len(calls), size):
+            batch = Batch(
+                fn, calls[start : start + size], futures[start : start + size], on_done=self._batch_done
+            )
+            self._submit_batch(route, batch)
+
+    @staticmethod
+    def _batch_size(decision: Decision, count: int, user_chunksize: int = 1) -> int:
+        if count <= 1:
+            return 1
+        if decision.backend == "process" and user_chunksize > 1:
+            return user_chunksize  # as ProcessPoolExecutor.map does
+        size = decision.chunksize
+        if decision.backend != "inline":
+            # Enough batches to keep every worker busy, each near the target length.
+            size = min(size, -(-count // (4 * max(1, decision.workers))))
+        return max(1, size)
+
+    def _submit_batch(self, route: Route, batch: Batch) -> None:
+        gate = self._gate
+        if gate is not None:
+            with self._lock:
+                if gate.running >= gate.limit:
+                    gate.backlog.append((route, batch))
+                    return
+                gate.running += 1
+        try:
+            route.submit(batch)
+        except BaseException as exc:
+            batch.settle(exc)
+
+    def _batch_done(self, batch: Batch) -> None:
+        gate = self._gate
+        next_up: tuple[Route, Batch] | None = None
+        with self._lock:
+            self._outstanding -= batch.size
+            if gate is not None:
+                gate.running -= 1
+                if gate.backlog:
+                    next_up = gate.backlog.popleft()
+                    gate.running += 1
+            idle = self._outstanding <= 0
+            if idle:
+                self._idle.notify_all()
+            close = idle and self._shutdown and not self._routes_closed
+        if next_up is not None:
+            route, queued = next_up
+            try:
+                route.submit(queued)
+            except BaseException as exc:
+                queued.settle(exc)
+        if close:
+            # shutdown(wait=False) returned earlier; the last batch closes up.
+            threading.Thread(target=self._close_routes, args=(False,), daemon=True).start()
+
+    def _close_routes(self, wait: bool) -> None:
+        with self._lock:
+            if self._routes_closed:
+                return
+            self._routes_closed = True
+            routes = list(self._routes.values())
+            timers = [s.timer for s in self._states.values() if s.timer is not None]
+        for timer in timers:
+            timer.cancel()
+        for route in routes:
+            route.shutdown(wait=wait)
+
+    def _break(self, why: str) -> None:
+        """A route's initializer failed: the executor is broken, as in the stdlib."""
+        with self._lock:
+            if self._broken is None:
+                self._broken = why
+            pending: list[Future[Any]] = []
+            listeners: list[Callable[[Decision | BaseException | None], None]] = []
+            for state in self._states.values():
+                pending.extend(future for _, _, future in state.pending)
+                state.pending = []
+                listeners.extend(state.listeners)
+                state.listeners = []
+            backlog = list(self._gate.backlog) if self._gate is not None else []
+            if self._gate is not None:
+                self._gate.backlog.clear()
+            self._outstanding -= len(pending)
+            if self._outstanding <= 0:
+                self._idle.notify_all()
+        error = BrokenExecutor(why)
+        for future in pending:
+            if not future.done():
+                future.set_exception(error)
+        for _, batch in backlog:
+            batch.settle(error)
+        for listener in listeners:
+            listener(error)
+
+    # ------------------------------------------------------------------
+    # map
+
+    def _map_submit(self, fn: Callable[..., Any], calls: list[Call], chunksize: int) -> list[Future[Any]]:
+        """Submit ``calls`` in chunks; each returned future yields a list of outcomes."""
+        if not calls:
+            return []
+        decision = self.decision_for(fn)
+        if decision is None:
+            # Probe with single calls; the rest waits for the decision.
+            head = calls[: self._probes]
+            head_futures: list[Future[Any]] = [Future() for _ in head]
+            with self._lock:
+                self._outstanding += len(head)
+            self._route_calls(fn, head, head_futures)
+            rest = calls[self._probes :]
+            wrapped = [_single_outcome(f) for f in head_futures]
+            if rest:
+                wrapped.extend(self._map_later(fn, rest, chunksize))
+            return wrapped
+        return self._map_chunks(decision, fn, calls, chunksize)
+
+    def _map_chunks(
+        self, decision: Decision, fn: Callable[..., Any], calls: list[Call], chunksize: int
+    ) -> list[Future[Any]]:
+        size = self._batch_size(decision, len(calls), chunksize)
+        route = self._route(decision.backend)
+        route.ensure_workers(decision.workers)
+        out: list[Future[Any]] = []
+        for start in range(0, len(calls), size):
+            chunk = calls[start : start + size]
+            future: Future[Any] = Future()
+            with self._lock:
+                self._check_open_for_map()
+                self._outstanding += 1
+            batch = Batch(fn, chunk, [future], on_done=self._batch_done, collect=True)
+            self._submit_batch(route, batch)
+            out.append(future)
+        return out
+
+    def _check_open_for_map(self) -> None:
+        if self._broken is not None:
+            raise BrokenExecutor(self._broken)
+
+    def _map_later(self, fn: Callable[..., Any], calls: list[Call], chunksize: int) -> list[Future[Any]]:
+        """Placeholders for chunks that are planned once ``fn`` is decided."""
+        relay: Future[Any] = Future()
+        with self._lock:
+            self._outstanding += 1  # the plan itself keeps shutdown(wait) waiting
+
+        def on_decision(decision: Decision | BaseException | None) -> None:
+            try:
+                if decision is None:
+                    relay.cancel()
+                elif isinstance(decision, BaseException):
+                    relay.set_exception(decision)
+                if not isinstance(decision, Decision) or relay.cancelled():
+                    return
+                try:
+                    relay.set_result(self._map_chunks(decision, fn, calls, chunksize))
+                except BaseException as exc:
+                    relay.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._outstanding -= 1
+                    if self._outstanding <= 0:
+                        self._idle.notify_all()
+
+        state = self._state_for(fn)
+        with self._lock:
+            decision = state.decision
+            if decision is None:
+                state.listeners.append(on_decision)
+        if decision is not None:
+            on_decision(decision)
+        return [_Relay(relay)]
+
+    def _map_buffered(
+        self, fn: Callable[..., Any], args_iter: Iterator[tuple[Any, ...]], end_time: float | None, buffersize: int
+    ) -> Iterator[Any]:
+        window: deque[Future[Any]] = deque()
+        for args in itertools.islice(args_iter, buffersize):
+            window.append(self.submit(fn, *args))
+
+        def results() -> Iterator[Any]:
+            try:
+                while window:
+                    future = window.popleft()
+                    remaining = None if end_time is None else end_time - time.monotonic()
+                    value = future.result(remaining)
+                    del future
+                    for args in itertools.islice(args_iter, 1):
+                        window.append(self.submit(fn, *args))
+                    yield value
+            finally:
+                for future in window:
+                    future.cancel()
+
+        return results()
+
+    def __repr__(self) -> str:
+        return f"<AutoExecutor max_workers={self._max_workers} routes={sorted(self._routes)}>"
+
+
+class _Relay:
+    """Stands in the list of chunk futures for chunks not yet planned."""
+
+    def __init__(self, future: Future[Any]) -> None:
+        self.future = future
+
+
+def _single_outcome(future: Future[Any]) -> Future[Any]:
+    """Adapt a single call's future to the chunk form (a list of outcomes)."""
+    return _SingleOutcome(future)  # type: ignore[return-value]
+
+
+class _SingleOutcome:
+    def __init__(self, future: Future[Any]) -> None:
+        self.future = future
+
+
+def _cancelled() -> Any:
+    from ._batch import CANCELLED
+
+    return CANCELLED
+
+
+def _map_results(chunks: list[Any], end_time: float | None) -> Iterator[Any]:
+    """Yield results in order from chunk futures, relays and single futures."""
+    pending: deque[Any] = deque(chunks)
+    chunks.clear()
+
+    def remaining() -> float | None:
+        return None if end_time is None else end_time - time.monotonic()
+
+    def generate() -> Iterator[Any]:
+        try:
+            while pending:
+                item = pending.popleft()
+                if isinstance(item, _SingleOutcome):
+                    future = item.future
+                    del item
+                    yield future.result(remaining())
+                    del future
+                elif isinstance(item, _Relay):
+                    planned = item.future.result(remaining())
+                    pending.extendleft(reversed(planned))
+                else:
+                    outcomes = item.result(remaining())
+                    del item
+                    for ok, value in outcomes:
+                        if not ok:
+                            raise value
+                        yield value
+                    del outcomes
+        finally:
+            for item in pending:
+                if isinstance(item, (_SingleOutcome, _Relay)):
+                    item.future.cancel()
+                    if isinstance(item, _Relay) and item.future.done() and not item.future.cancelled():
+                        for planned in item.future.result():
+                            planned.cancel()
+                else:
+                    item.cancel()
+
+    return generate()
+
+
+def _close_routes(routes: dict[str, Route]) -> None:
+    for route in list(routes.values()):
+        route.shutdown(wait=False)
+
+
+_LIVE_EXECUTORS: "weakref.WeakSet[AutoExecutor]" = weakref.WeakSet()
+
+
+def _at_exit() -> None:
+    # Registered after the routes' hook, so it runs before it: pending work
+    # is dispatched and finished before the routes stop, as the standard
+    # library finishes queued work at interpreter exit.
+    for executor in list(_LIVE_EXECUTORS):
+        if not executor._routes_closed:
+            executor.shutdown(wait=True)
+
+
+threading._register_atexit(_at_exit)  # type: ignore[attr-defined]

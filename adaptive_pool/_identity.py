@@ -1,0 +1,76 @@
+"""Stable identities for callables.
+
+Profiles and decisions are cached per *function*, not per callable object:
+``functools.partial(f, 1)`` and ``functools.partial(f, 2)`` are the same
+work, a bound method is its underlying function, and a lambda re-created on
+every loop iteration is still the same code.  The key must never hold the
+callable alive, so it is built from names and code locations only.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+from typing import Any, Callable, Hashable
+
+__all__ = ["function_key", "underlying_function", "describe"]
+
+
+def underlying_function(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Unwrap partials and bound methods down to the function doing the work."""
+    seen = 0
+    while seen < 32:  # a partial of a partial of ... is legal; cycles are not
+        seen += 1
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        elif isinstance(fn, types.MethodType):
+            fn = fn.__func__
+        else:
+            break
+    return fn
+
+
+def function_key(fn: Callable[..., Any]) -> Hashable:
+    """Return a hashable identity for ``fn`` that survives re-creation.
+
+    * module-level functions and classes: module and qualified name;
+    * lambdas and closures: the code object's file, first line and name,
+      because their qualified names (``<lambda>``, ``f.<locals>.g``) are not
+      unique within a module;
+    * builtins: module and name;
+    * other callable objects: the type's identity plus ``__call__``.
+    """
+    fn = underlying_function(fn)
+    if isinstance(fn, types.FunctionType):
+        code = fn.__code__
+        qualname = getattr(fn, "__qualname__", code.co_name)
+        if fn.__closure__ or "<lambda>" in qualname or "<locals>" in qualname:
+            return ("code", code.co_filename, code.co_firstlineno, qualname)
+        return ("function", fn.__module__, qualname)
+    if isinstance(fn, (types.BuiltinFunctionType, types.BuiltinMethodType)):
+        owner = getattr(fn, "__self__", None)
+        owner_name = None
+        if owner is not None and not isinstance(owner, types.ModuleType):
+            # A bound builtin method such as ``[].append``: key on the type.
+            owner_name = type(owner).__qualname__
+        return ("builtin", getattr(fn, "__module__", None), owner_name, fn.__qualname__)
+    if isinstance(fn, type):
+        return ("class", fn.__module__, fn.__qualname__)
+    cls = type(fn)
+    return ("callable", cls.__module__, cls.__qualname__)
+
+
+def describe(fn: Callable[..., Any]) -> str:
+    """A short human name for log lines and reasons."""
+    inner = underlying_function(fn)
+    name = getattr(inner, "__qualname__", None) or getattr(inner, "__name__", None)
+    if name is None:
+        name = type(inner).__qualname__
+    module = getattr(inner, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else str(name)
+
+
+def is_coroutine_function(fn: Callable[..., Any]) -> bool:
+    """True for ``async def`` functions, also behind partials and methods."""
+    return inspect.iscoroutinefunction(underlying_function(fn)) or inspect.iscoroutinefunction(fn)

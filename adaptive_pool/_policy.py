@@ -1,0 +1,241 @@
+"""From features to a :class:`Decision`.
+
+A *policy* picks the route (``inline``, ``thread`` or ``process``) among the
+routes that are allowed; the trained model and the hand-written heuristic
+are both policies.  What is allowed is not the policy's business: work whose
+meaning would change in another process never reaches a policy with the
+process route on offer.  Worker counts and chunk sizes come from the
+features by the rules in :func:`size_workers` and :func:`size_chunks`, the
+same for every policy, so that a model only has to learn the one thing that
+is hard to write down.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Mapping, Protocol, Sequence, runtime_checkable
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Choice",
+    "Decision",
+    "HeuristicPolicy",
+    "Policy",
+    "decide",
+    "forced_decision",
+    "process_blockers",
+]
+
+Backend = Literal["inline", "thread", "process"]
+Source = Literal["model", "heuristic", "forced"]
+BACKENDS: tuple[Backend, ...] = ("inline", "thread", "process")
+
+#: Threads beyond this are rarely useful even for pure waiting, and each
+#: costs a stack; ``max_workers`` raises or lowers it.
+THREAD_CAP = 128
+#: Target duration of one chunk sent to a process: long enough that the
+#: round trip (~0.1-0.3 ms) is noise, short enough to balance the load.
+PROCESS_CHUNK_S = 0.02
+#: Target duration of one batch of tiny calls on a thread.
+THREAD_CHUNK_S = 0.002
+#: Calls shorter than this are too small for any pool to pay off one by one.
+TINY_CALL_S = 100e-6
+#: Bytes per second pickling and piping manage between processes, roughly.
+TRANSFER_BYTES_PER_S = 400e6
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where a function's calls run, and how.
+
+    ``backend`` is ``"inline"``, ``"thread"`` or ``"process"``; ``workers``
+    how many may run at once; ``chunksize`` how many calls travel together;
+    ``features`` the measurements behind it; ``source`` who decided
+    (``"model"``, ``"heuristic"`` or ``"forced"``); ``confidence`` in [0, 1].
+    """
+
+    backend: Backend
+    workers: int
+    chunksize: int
+    features: Mapping[str, float] = field(default_factory=dict)
+    source: Source = "heuristic"
+    confidence: float = 1.0
+    reason: str = ""
+
+    def __str__(self) -> str:
+        return (
+            f"{self.backend} x{self.workers} chunksize {self.chunksize} "
+            f"[{self.source} {self.confidence:.0%}]: {self.reason}"
+        )
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A policy's answer: a route, how sure it is, and why in a few words."""
+
+    backend: Backend
+    confidence: float
+    reason: str
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Picks a route for a function from its features."""
+
+    #: ``"model"`` or ``"heuristic"``: recorded in every :class:`Decision`.
+    source: Source
+
+    def choose(self, features: Mapping[str, float], allowed: Sequence[Backend]) -> Choice:
+        """Return one of ``allowed`` (never empty; ``"thread"`` always in it)."""
+        ...
+
+
+def describe_work(f: Mapping[str, float]) -> str:
+    """A few words on what the measurements show."""
+    return (
+        f"{_duration(f.get('wall_s', 0.0))}/call, cpu {f.get('cpu_ratio', 0.0):.0%} of wall, "
+        f"GIL held {f.get('gil_hold', 0.0):.0%}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} us"
+
+
+class HeuristicPolicy:
+    """The best rule we can write by hand; the fallback and the model's yardstick.
+
+    * Mostly waiting (CPU under half the wall time): threads, which wait in
+      parallel at almost no cost.
+    * Computing without the GIL (C code that releases it): threads, which
+      run on every core without pickling anything.
+    * Computing with the GIL: processes, unless moving the arguments and
+      result costs more than half the call, or the calls are tiny (then
+      inline batches, since no pool pays off one call at a time).
+    * One core: nothing runs in parallel, so only waiting work gains.
+    """
+
+    source: Source = "heuristic"
+
+    def choose(self, features: Mapping[str, float], allowed: Sequence[Backend]) -> Choice:
+        """Pick a route; see the class docstring for the rule."""
+        wall = features.get("wall_s", 0.0)
+        ratio = features.get("cpu_ratio", 0.0)
+        gil = features.get("gil_hold", 0.0)
+        cores = features.get("usable_cores", 1.0)
+        transfer_s = (
+            max(features.get("arg_bytes", 0.0), 0.0) + max(features.get("result_bytes", 0.0), 0.0)
+        ) / TRANSFER_BYTES_PER_S
+        what = describe_work(features)
+
+        def pick(backend: Backend, confidence: float, why: str) -> Choice:
+            if backend not in allowed:
+                backend = "thread"
+            return Choice(backend, confidence, f"{why} ({what})")
+
+        if ratio < 0.5:
+            return pick("thread", 0.6 + 0.4 * (0.5 - ratio) * 2, "waits more than it computes")
+        if wall < TINY_CALL_S:
+            return pick("inline", 0.8, "too short for a pool to pay off")
+        if cores < 2:
+            return pick("inline", 0.7, "computes, and there is one core")
+        if gil < 0.4:
+            return pick("thread", 0.5 + (0.4 - gil), "computes with the GIL released")
+        if transfer_s > 0.5 * wall:
+            return pick("thread", 0.6, "holds the GIL, but moving its data costs more than the call")
+        if "process" not in allowed:
+            return pick("thread", 0.5, "holds the GIL; processes not allowed")
+        return pick("process", 0.5 + min(gil, 1.0) / 2, "holds the GIL")
+
+
+def process_blockers(features: Mapping[str, float]) -> str | None:
+    """Why the process route would change the program's meaning, or ``None``."""
+    if features.get("picklable", 1.0) < 0.5:
+        return "function, arguments or result do not pickle"
+    if features.get("result_is_none", 0.0) >= 0.5:
+        return "returns None (works by side effects, which a process would lose)"
+    if features.get("writes_shared_state", 0.0) >= 0.5:
+        return "assigns globals or enclosing variables"
+    return None
+
+
+def size_workers(backend: Backend, features: Mapping[str, float], max_workers: int | None) -> int:
+    """Workers for a route: cores x (1 + wait/compute), within ``max_workers``.
+
+    The classic sizing rule (Goetz; .NET's thread pool hill-climbs to the same
+    place): enough workers that the cores stay busy while others wait.  With
+    the GIL held, threads share one core's worth of Python.
+    """
+    if backend == "inline":
+        return 1
+    cores = max(1, int(features.get("usable_cores", 1)))
+    wall = max(features.get("wall_s", 0.0), 1e-9)
+    cpu = min(max(features.get("cpu_s", 0.0), wall * 0.01), wall)
+    busy = wall / cpu  # 1 + wait/compute
+    if backend == "process":
+        cap = 4 * cores
+        workers = cores * busy
+    else:
+        cap = THREAD_CAP
+        gil = min(max(features.get("gil_hold", 0.0), 0.0), 1.0)
+        effective_cores = 1 + (cores - 1) * (1 - gil)
+        workers = max(effective_cores * busy, cores)
+        if features.get("complete", 1.0) < 0.5:
+            # Decided from running probes: keep at least the standard
+            # library's default so that tasks that wait on each other can.
+            workers = max(workers, min(32, cores + 4))
+    if max_workers is not None:
+        cap = max_workers
+    return max(1, min(cap, int(math.ceil(workers))))
+
+
+def size_chunks(backend: Backend, features: Mapping[str, float]) -> int:
+    """Calls per chunk so that one chunk lasts about the target duration."""
+    wall = max(features.get("wall_s", 0.0), 1e-7)
+    target = PROCESS_CHUNK_S if backend == "process" else THREAD_CHUNK_S
+    return max(1, min(10_000, int(target / wall)))
+
+
+def decide(
+    features: Mapping[str, float],
+    policy: Policy,
+    *,
+    allow_process: bool,
+    max_workers: int | None = None,
+) -> Decision:
+    """Ask ``policy`` for a route among the allowed ones and size it."""
+    blocker = process_blockers(features)
+    allowed: list[Backend] = ["inline", "thread"]
+    if allow_process and blocker is None:
+        allowed.append("process")
+    choice = policy.choose(features, allowed)
+    backend = choice.backend if choice.backend in allowed else "thread"
+    reason = choice.reason
+    if blocker is not None and allow_process:
+        reason += f"; not process: {blocker}"
+    return Decision(
+        backend=backend,
+        workers=size_workers(backend, features, max_workers),
+        chunksize=size_chunks(backend, features),
+        features=dict(features),
+        source=policy.source,
+        confidence=max(0.0, min(1.0, choice.confidence)),
+        reason=reason,
+    )
+
+
+def forced_decision(backend: Backend, why: str, max_workers: int | None, cores: int) -> Decision:
+    """A decision the user made (``prefer=`` or a pin); nothing is probed."""
+    if backend == "inline":
+        workers = 1
+    elif backend == "process":
+        workers = min(max_workers or cores, 61 if cores > 61 else max_workers or cores)
+    else:
+        workers = max_workers or min(32, cores + 4)
+    return Decision(backend, workers, 1, {}, "forced", 1.0, why)

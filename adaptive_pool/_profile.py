@@ -1,0 +1,601 @@
+"""Measuring calls: the one definition of the features.
+
+Everything that turns a probed call into numbers lives here, and both the
+runtime (:mod:`adaptive_pool._executor`) and the training collector
+(:mod:`adaptive_pool.training.collect`) go through it, so that a model is
+never trained on features computed differently from the ones it is later
+asked about.
+
+A feature set is a plain ``dict[str, float]``.  :data:`MODEL_FEATURES` are
+the inputs a model may use; :data:`SAFETY_FEATURES` record facts that decide
+whether the process route is allowed at all and are never left to a model.
+"""
+
+from __future__ import annotations
+
+import dis
+import logging
+import os
+import pickle
+import statistics
+import threading
+import time
+import types
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Iterable, Mapping
+
+from ._identity import underlying_function
+
+__all__ = [
+    "FEATURE_SCHEMA_VERSION",
+    "MODEL_FEATURES",
+    "SAFETY_FEATURES",
+    "CallSample",
+    "GilMonitor",
+    "ProbeTracker",
+    "ProfileStore",
+    "PROFILES",
+    "measure_call",
+    "pickled_size",
+    "summarize",
+    "static_effects",
+    "usable_cores",
+]
+
+logger = logging.getLogger("adaptive_pool")
+
+#: Bump when a feature's meaning changes; model files record the version they
+#: were trained with and are refused when it differs.
+FEATURE_SCHEMA_VERSION = 1
+
+#: Inputs a model may use, in this order.
+MODEL_FEATURES: tuple[str, ...] = (
+    "wall_s",  # median wall time of one call, seconds
+    "cpu_s",  # median CPU time of the calling thread during one call
+    "cpu_ratio",  # cpu_s / wall_s: near 0 waits, near 1 computes
+    "gil_hold",  # share of the call's wall time another thread could not get the GIL
+    "arg_bytes",  # pickled size of (args, kwargs); -1 when they do not pickle
+    "result_bytes",  # pickled size of the result; -1 when it does not pickle
+    "usable_cores",  # cores this process may run on (affinity and cgroup quota)
+)
+
+#: Facts that gate the process route.  1.0 means "true".
+SAFETY_FEATURES: tuple[str, ...] = (
+    "picklable",  # function, arguments and result all pickle (cloudpickle)
+    "result_is_none",  # every probe returned None: work done by side effects
+    "writes_shared_state",  # the code assigns globals or closure variables
+    "complete",  # 1.0 when decided from finished probes, 0.0 from running ones
+)
+
+# Thread CPU clocks of *other* threads let a decision be taken while probes
+# are still running (long tasks must not wait for their probes to finish).
+_HAS_THREAD_CLOCKS = hasattr(time, "pthread_getcpuclockid")
+
+
+# --------------------------------------------------------------------------
+# Cores
+
+
+_cores_cache: int | None = None
+
+
+def usable_cores() -> int:
+    """Cores this process may really use: affinity mask and cgroup CPU quota.
+
+    ``os.cpu_count()`` reports the machine; a container limited to two CPUs
+    by its cgroup or a process pinned with ``taskset`` gets fewer.
+    """
+    global _cores_cache
+    if _cores_cache is None:
+        _cores_cache = _read_usable_cores()
+    return _cores_cache
+
+
+def _read_usable_cores() -> int:
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, max(1, int(quota + 0.5)))
+    return max(1, count)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs allowed by the cgroup (v2 ``cpu.max`` or v1 CFS quota), if any."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota_s, period_s = f.read().split()[:2]
+        if quota_s != "max":
+            return int(quota_s) / int(period_s)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period = int(f.read())
+        if quota > 0 and period > 0:
+            return quota / period
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+# --------------------------------------------------------------------------
+# Pickled sizes
+
+
+def pickled_size(obj: Any, _depth: int = 0) -> int | None:
+    """Bytes ``obj`` costs to send to another process; ``None`` if it cannot.
+
+    Common large payloads (bytes, str, arrays) are sized without copying
+    them: pickling a 1 GB buffer just to learn its length would cost more
+    than the decision is worth.  Everything else is pickled with protocol 5
+    and out-of-band buffers counted, not copied.
+    """
+    if obj is None or isinstance(obj, (bool, int, float, complex)):
+        return 16
+    if isinstance(obj, (bytes, bytearray)):
+        return len(obj) + 16
+    if isinstance(obj, str):
+        return len(obj) + 16
+    if isinstance(obj, memoryview):
+        return obj.nbytes + 16
+    nbytes = getattr(obj, "nbytes", None)
+    if isinstance(nbytes, int) and type(obj).__module__.startswith("numpy") and getattr(obj, "dtype", None) is not None:
+        if getattr(obj.dtype, "hasobject", False):
+            return _pickle_size(obj)
+        return nbytes + 128
+    if _depth < 3 and isinstance(obj, (tuple, list)) and len(obj) <= 64:
+        return _sum_sizes(obj, _depth)
+    if _depth < 3 and type(obj) is dict and len(obj) <= 64:
+        keys = _sum_sizes(list(obj.keys()), _depth)
+        values = _sum_sizes(list(obj.values()), _depth)
+        return None if keys is None or values is None else keys + values
+    return _pickle_size(obj)
+
+
+def _sum_sizes(items: Iterable[Any], depth: int) -> int | None:
+    total = 16
+    for item in items:
+        size = pickled_size(item, depth + 1)
+        if size is None:
+            return None
+        total += size
+    return total
+
+
+def _pickle_size(obj: Any) -> int | None:
+    buffers: list[int] = []
+
+    def count(buf: pickle.PickleBuffer) -> bool:
+        buffers.append(buf.raw().nbytes)
+        return False  # keep the buffer out of band: counted, not copied
+
+    try:
+        data = pickle.dumps(obj, protocol=5, buffer_callback=count)
+        return len(data) + sum(buffers)
+    except Exception:
+        pass
+    # Standard pickle refuses lambdas and local classes; the process route
+    # uses cloudpickle, which takes them by value.
+    try:
+        import cloudpickle
+
+        return len(cloudpickle.dumps(obj, protocol=5))
+    except Exception:
+        return None
+
+
+def function_picklable(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` can be sent to a worker process (with cloudpickle)."""
+    try:
+        pickle.dumps(fn, protocol=5)
+        module = getattr(underlying_function(fn), "__module__", None)
+        if module != "__main__":
+            return True
+    except Exception:
+        pass
+    # Functions of ``__main__`` pickle by reference but a worker has another
+    # ``__main__``: the process route sends them by value with cloudpickle.
+    try:
+        import cloudpickle
+
+        cloudpickle.dumps(fn, protocol=5)
+        return True
+    except Exception:
+        return False
+
+
+# --------------------------------------------------------------------------
+# Static side-effect hints
+
+
+_GLOBAL_WRITES = {"STORE_GLOBAL", "DELETE_GLOBAL"}
+_DEREF_WRITES = {"STORE_DEREF", "DELETE_DEREF"}
+
+
+@dataclass(frozen=True)
+class StaticEffects:
+    """What a function's byte code says about its side effects."""
+
+    #: Some ``return`` may give a value other than ``None``.  ``None`` when
+    #: the code cannot be read (builtins, callable objects).
+    may_return_value: bool | None
+    #: The code assigns a module global or a variable of an enclosing scope:
+    #: in a worker process that assignment would be lost.
+    writes_shared_state: bool
+
+
+def static_effects(fn: Callable[..., Any]) -> StaticEffects:
+    """Read ``fn``'s byte code for side effects a process would lose.
+
+    This is a hint that errs towards caution: it lets a decision taken while
+    the first calls are still running keep side-effect-only functions off the
+    process route before any result has been seen.
+    """
+    inner = underlying_function(fn)
+    code = getattr(inner, "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return StaticEffects(may_return_value=None, writes_shared_state=False)
+    if code.co_flags & (inspect_flags()):
+        # Generators and coroutines return objects no process can send back.
+        return StaticEffects(may_return_value=True, writes_shared_state=True)
+    may_return_value = False
+    writes = False
+    previous: dis.Instruction | None = None
+    for ins in dis.get_instructions(code):
+        if ins.opname in _GLOBAL_WRITES:
+            writes = True
+        elif ins.opname in _DEREF_WRITES and ins.argval in code.co_freevars:
+            writes = True
+        elif ins.opname == "RETURN_CONST":
+            may_return_value = may_return_value or ins.argval is not None
+        elif ins.opname == "RETURN_VALUE":
+            returns_none = (
+                previous is not None and previous.opname == "LOAD_CONST" and previous.argval is None
+            )
+            may_return_value = may_return_value or not returns_none
+        previous = ins
+    return StaticEffects(may_return_value=may_return_value, writes_shared_state=writes)
+
+
+def inspect_flags() -> int:
+    """Code flags of generator and coroutine functions."""
+    import inspect
+
+    return inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+# --------------------------------------------------------------------------
+# GIL contention
+
+
+class GilMonitor:
+    """Measures how long a sleeping thread waits for the GIL while probes run.
+
+    A thread that wakes from a short sleep must take the GIL before it can
+    go on.  While another thread runs pure-Python code that takes up to the
+    switch interval (5 ms); while the others wait on I/O or run C code that
+    released the GIL, it takes microseconds.  The share of wall time the
+    sampler spends waiting beyond its own sleep estimates how much of the
+    time the GIL was held by someone else: GIL contention, measured rather
+    than guessed from CPU time.
+
+    The sampler thread runs only while at least one probe is active.
+    """
+
+    _SLEEP_S = 0.0002
+    #: Waits shorter than this are the scheduler's wake-up latency, not the GIL.
+    _LATENCY_S = 0.0003
+    #: Less observed time than this says nothing.
+    _MIN_OBSERVED_S = 0.0002
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._thread: threading.Thread | None = None
+        self._asleep_since: float | None = None
+        # (went to sleep, got the GIL back) of recent samples
+        self._samples: deque[tuple[float, float]] = deque(maxlen=4096)
+
+    def acquire(self) -> None:
+        """Start sampling (reference counted)."""
+        with self._lock:
+            self._users += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="adaptive_pool-gil-monitor", daemon=True
+                )
+                self._thread.start()
+
+    def release(self) -> None:
+        """Stop sampling once the last user is done."""
+        with self._lock:
+            self._users -= 1
+
+    def _run(self) -> None:
+        sleep = time.sleep
+        clock = time.perf_counter
+        samples = self._samples
+        while True:
+            with self._lock:
+                if self._users <= 0:
+                    self._thread = None
+                    return
+            start = clock()
+            self._asleep_since = start
+            sleep(self._SLEEP_S)
+            end = clock()
+            self._asleep_since = None
+            samples.append((start, end))
+
+    def hold_between(self, start: float, end: float) -> float | None:
+        """Share of ``[start, end]`` in which the sampler waited for the GIL.
+
+        Only the time the sampler was awake and wanting the GIL counts as
+        observed (its own sleeps are not); waits shorter than the OS's
+        wake-up latency count as uncontended.  ``None`` when the window was
+        not observed enough to say.
+        """
+        observed = 0.0
+        contended = 0.0
+        for began, woke in list(self._samples):
+            if woke < start or began > end:
+                continue
+            wanted = began + self._SLEEP_S  # from here on it wanted the GIL
+            span = _overlap(wanted, woke, start, end)
+            observed += span
+            if woke - wanted > self._LATENCY_S:
+                contended += span
+        # The sampler may be waiting for the GIL right now, held by the very
+        # thread asking: that wait has no sample yet but counts.
+        began_now = self._asleep_since
+        if began_now is not None:
+            wanted = began_now + self._SLEEP_S
+            span = _overlap(wanted, end, start, end)
+            observed += span
+            if end - wanted > self._LATENCY_S:
+                contended += span
+        if observed < self._MIN_OBSERVED_S:
+            return None
+        return min(1.0, contended / observed)
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+# --------------------------------------------------------------------------
+# One measured call
+
+
+@dataclass(frozen=True)
+class CallSample:
+    """Measurements of one call (a probe)."""
+
+    wall_s: float
+    cpu_s: float
+    gil_hold: float | None
+    arg_bytes: int | None
+    result_bytes: int | None
+    result_is_none: bool
+    raised: bool
+    complete: bool = True
+
+
+def measure_call(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    monitor: GilMonitor,
+    tracker: "ProbeTracker | None" = None,
+) -> tuple[bool, Any, CallSample]:
+    """Run ``fn(*args, **kwargs)`` and measure it.
+
+    Returns ``(ok, value_or_exception, sample)``.  The call runs in the
+    current thread; pickled sizes are measured after it returns, so that
+    the user's result is not delayed by more than that.
+    """
+    monitor.acquire()
+    token = tracker.start() if tracker is not None else None
+    wall0 = time.perf_counter()
+    cpu0 = time.thread_time()
+    try:
+        value = fn(*args, **kwargs)
+        ok = True
+    except BaseException as exc:  # the future gets it; we only measure
+        value = exc
+        ok = False
+    finally:
+        cpu1 = time.thread_time()
+        wall1 = time.perf_counter()
+        if tracker is not None and token is not None:
+            tracker.finish(token)
+        monitor.release()
+    wall = max(wall1 - wall0, 1e-9)
+    arg_bytes = pickled_size((args, dict(kwargs))) if args or kwargs else 32
+    result_bytes = pickled_size(value) if ok else 0
+    sample = CallSample(
+        wall_s=wall,
+        cpu_s=max(0.0, cpu1 - cpu0),
+        gil_hold=monitor.hold_between(wall0, wall1),
+        arg_bytes=arg_bytes,
+        result_bytes=result_bytes,
+        result_is_none=ok and value is None,
+        raised=not ok,
+    )
+    return ok, value, sample
+
+
+class ProbeTracker:
+    """The probes of one function that are running right now.
+
+    It lets the executor read how a long probe is behaving before it ends:
+    wall time so far and, through the thread's CPU clock, CPU time so far.
+    """
+
+    def __init__(self, monitor: GilMonitor) -> None:
+        self._monitor = monitor
+        self._lock = threading.Lock()
+        self._running: dict[int, tuple[int, float, float]] = {}
+        self._next = 0
+
+    def start(self) -> int:
+        """Register the calling thread as running a probe."""
+        ident = threading.get_ident()
+        with self._lock:
+            self._next += 1
+            token = self._next
+            self._running[token] = (ident, time.perf_counter(), time.thread_time())
+        return token
+
+    def finish(self, token: int) -> None:
+        """Forget a probe that has returned."""
+        with self._lock:
+            self._running.pop(token, None)
+
+    def snapshot(self) -> list[CallSample]:
+        """Partial samples of the probes still running (may be empty)."""
+        if not _HAS_THREAD_CLOCKS:
+            return []
+        now = time.perf_counter()
+        out = []
+        with self._lock:
+            running = list(self._running.values())
+        for ident, wall0, cpu0 in running:
+            try:
+                cpu_now = time.clock_gettime(time.pthread_getcpuclockid(ident))
+            except (OSError, OverflowError, ValueError):
+                continue
+            wall = max(now - wall0, 1e-9)
+            out.append(
+                CallSample(
+                    wall_s=wall,
+                    cpu_s=max(0.0, cpu_now - cpu0),
+                    gil_hold=self._monitor.hold_between(wall0, now),
+                    arg_bytes=None,
+                    result_bytes=None,
+                    result_is_none=False,
+                    raised=False,
+                    complete=False,
+                )
+            )
+        return out
+
+
+# --------------------------------------------------------------------------
+# From samples to features
+
+
+def summarize(
+    samples: list[CallSample],
+    *,
+    fn_picklable: bool,
+    effects: StaticEffects,
+    arg_bytes_hint: int | None = None,
+) -> dict[str, float]:
+    """Turn probe samples into one feature dict (medians, robust to one outlier).
+
+    ``samples`` may mix finished and running probes; running ones carry no
+    result facts, so ``complete`` is 0.0 unless every sample finished.
+    """
+    if not samples:
+        raise ValueError("summarize() needs at least one sample")
+    wall = statistics.median(s.wall_s for s in samples)
+    cpu = statistics.median(s.cpu_s for s in samples)
+    gils = [s.gil_hold for s in samples if s.gil_hold is not None]
+    finished = [s for s in samples if s.complete]
+    arg_sizes = [s.arg_bytes for s in finished] or [arg_bytes_hint]
+    result_sizes = [s.result_bytes for s in finished if not s.raised]
+    args_pickle = all(size is not None for size in arg_sizes)
+    results_pickle = all(size is not None for size in result_sizes)
+    ok_results = [s for s in finished if not s.raised]
+    if ok_results:
+        result_is_none = all(s.result_is_none for s in ok_results)
+    else:
+        # No result seen yet: fall back on what the byte code says.
+        result_is_none = effects.may_return_value is False
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cpu_ratio": min(1.5, cpu / wall) if wall > 0 else 0.0,
+        "gil_hold": statistics.median(gils) if gils else 0.5,  # unknown: neither side
+        "arg_bytes": float(_median_size(arg_sizes)),
+        "result_bytes": float(_median_size(result_sizes)) if result_sizes else 0.0,
+        "usable_cores": float(usable_cores()),
+        "picklable": float(fn_picklable and args_pickle and results_pickle),
+        "result_is_none": float(result_is_none),
+        "writes_shared_state": float(effects.writes_shared_state),
+        "complete": float(len(finished) == len(samples)),
+    }
+
+
+def _median_size(sizes: list[int | None]) -> int:
+    known = [s for s in sizes if s is not None]
+    if len(known) < len(sizes) or not known:
+        return -1
+    return int(statistics.median(known))
+
+
+# --------------------------------------------------------------------------
+# The process-wide store of finished profiles
+
+
+class ProfileStore:
+    """Bounded, thread-safe LRU map from function key to features.
+
+    Process-wide so that a new ``with AutoExecutor()`` block reuses what an
+    earlier one measured; bounded so that programs creating tens of
+    thousands of distinct functions (lambdas in a loop over modules, say) do
+    not grow without limit.
+    """
+
+    def __init__(self, capacity: int = 2048) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._data: OrderedDict[Hashable, dict[str, float]] = OrderedDict()
+
+    def get(self, key: Hashable) -> dict[str, float] | None:
+        """Features stored for ``key``, refreshing its recency."""
+        with self._lock:
+            features = self._data.get(key)
+            if features is not None:
+                self._data.move_to_end(key)
+            return features
+
+    def put(self, key: Hashable, features: Mapping[str, float]) -> None:
+        """Store ``features`` for ``key``, evicting the least recently used."""
+        with self._lock:
+            self._data[key] = dict(features)
+            self._data.move_to_end(key)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+    def discard(self, key: Hashable) -> None:
+        """Forget one function (it will be probed again)."""
+        with self._lock:
+            self._data.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._data)
+
+
+#: The process-wide store used by every :class:`~adaptive_pool.AutoExecutor`.
+PROFILES = ProfileStore()
+
+
+def reset_profiles() -> None:
+    """Forget every measured function, so that each is probed again."""
+    PROFILES.clear()
+

@@ -1,0 +1,298 @@
+"""The three routes a batch can take: a thread pool, a process pool, inline.
+
+A route only runs what it is given.  It knows nothing of probing or
+policies (that is :mod:`adaptive_pool._executor`'s job), which keeps each
+testable on its own with ``prefer=``.  Every route starts its workers lazily,
+is reused for the executor's lifetime, runs the user's initializer in each
+of its workers, and reports a failing initializer through ``on_broken``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import weakref
+from abc import ABC, abstractmethod
+from concurrent.futures import Executor
+from concurrent.futures.thread import BrokenThreadPool
+from typing import Any, Callable
+
+from ._batch import CANCELLED, Batch
+from ._workers import WorkerPool, settle_outcome
+
+__all__ = ["Route", "ThreadRoute", "InlineRoute", "ProcessRoute", "ForeignProcessRoute"]
+
+# The standard library logs initializer failures here; users and CPython's
+# own tests look for them on this logger.
+_futures_logger = logging.getLogger("concurrent.futures")
+
+BrokenHandler = Callable[[str], None]
+
+
+class Route(ABC):
+    """Runs batches; subclasses say where."""
+
+    #: ``"thread"``, ``"process"`` or ``"inline"``.
+    name: str
+
+    @abstractmethod
+    def submit(self, batch: Batch) -> None:
+        """Start ``batch`` eventually; never block on the batch's work."""
+
+    @abstractmethod
+    def ensure_workers(self, count: int) -> None:
+        """Allow at least ``count`` concurrent workers."""
+
+    @abstractmethod
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Finish or cancel queued batches and release the workers."""
+
+
+class ThreadRoute(Route):
+    """A thread pool that grows on demand up to a limit that can be raised.
+
+    Like the standard library's pool, a new thread starts only when no idle
+    one is waiting, so a pool allowed 128 threads that runs 2 tasks at a time
+    has 2 threads.
+    """
+
+    name = "thread"
+
+    def __init__(
+        self,
+        max_threads: int,
+        *,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        thread_name_prefix: str = "",
+        on_broken: BrokenHandler | None = None,
+    ) -> None:
+        self._max_threads = max(1, max_threads)
+        self._initializer = initializer
+        self._initargs = initargs
+        self._prefix = thread_name_prefix or f"AutoExecutor-{self.name}"
+        self._on_broken = on_broken
+        self._queue: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._shutdown = False
+        self._broken: str | None = None
+        _LIVE_ROUTES.add(self)
+
+    @property
+    def thread_count(self) -> int:
+        """Threads started so far."""
+        return len(self._threads)
+
+    def ensure_workers(self, count: int) -> None:
+        """Raise the thread limit to ``count`` (it never shrinks)."""
+        with self._lock:
+            self._max_threads = max(self._max_threads, count)
+
+    def submit(self, batch: Batch) -> None:
+        """Queue ``batch``; start a thread if none is idle and the limit allows."""
+        if self._broken is not None:
+            raise BrokenThreadPool(self._broken)
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        self._queue.put(batch)
+        if self._idle.acquire(blocking=False):
+            return
+        with self._lock:
+            if len(self._threads) < self._max_threads and not self._shutdown:
+                thread = threading.Thread(
+                    target=_thread_main,
+                    args=(weakref.ref(self), self._queue),
+                    name=f"{self._prefix}_{len(self._threads)}",
+                    daemon=True,
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the threads after the queue drains (or is cancelled)."""
+        with self._lock:
+            self._shutdown = True
+            threads = list(self._threads)
+        if cancel_futures:
+            self._drain(CANCELLED)
+        for _ in threads:
+            self._queue.put(None)
+        if wait:
+            for thread in threads:
+                if thread is not threading.current_thread():
+                    thread.join()
+
+    def _initialize(self) -> bool:
+        if self._initializer is None:
+            return True
+        try:
+            self._initializer(*self._initargs)
+            return True
+        except BaseException:
+            _futures_logger.critical("Exception in initializer:", exc_info=True)
+            self._break("A thread initializer failed, the thread pool is not usable anymore")
+            return False
+
+    def _break(self, why: str) -> None:
+        with self._lock:
+            if self._broken is not None:
+                return
+            self._broken = why
+        self._drain(BrokenThreadPool(why))
+        if self._on_broken is not None:
+            self._on_broken(why)
+
+    def _drain(self, outcome: Any) -> None:
+        while True:
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if batch is not None:
+                batch.settle(outcome)
+
+
+def _thread_main(route_ref: "weakref.ref[ThreadRoute]", work: "queue.SimpleQueue[Batch | None]") -> None:
+    route = route_ref()
+    if route is None or not route._initialize():
+        return
+    idle = route._idle
+    del route  # hold the route weakly while idle, so a dropped executor can go
+    while True:
+        batch = work.get()
+        if batch is None:
+            work.put(None)  # wake the next thread too
+            return
+        batch.run_here()
+        del batch
+        route = route_ref()
+        if route is None or route._shutdown and work.empty():
+            return
+        if route._broken is not None:
+            return
+        del route
+        idle.release()
+
+
+class InlineRoute(ThreadRoute):
+    """One thread that runs calls back to back, in batches.
+
+    For calls far too small for a pool, the cost is the hand-off, not the
+    work: here a single consumer drains many calls per wake-up and ``map``
+    sends whole chunks.  The caller's thread never runs user code, so
+    cancel, ``cancel_futures``, ``map(timeout=)`` and initializers behave as
+    on any pool.
+    """
+
+    name = "inline"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(1, **kwargs)
+
+    def ensure_workers(self, count: int) -> None:
+        """Always one thread: that is the point of this route."""
+
+
+class ProcessRoute(Route):
+    """Worker processes, one job each at a time (see :mod:`._workers`)."""
+
+    name = "process"
+
+    def __init__(
+        self,
+        max_workers: int,
+        *,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_child: int | None = None,
+        on_broken: BrokenHandler | None = None,
+    ) -> None:
+        self._pool = WorkerPool(
+            max_workers,
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks_per_child=max_tasks_per_child,
+            on_broken=on_broken,
+        )
+
+    def submit(self, batch: Batch) -> None:
+        """Queue ``batch`` for the next free worker process."""
+        self._pool.submit(batch)
+
+    def ensure_workers(self, count: int) -> None:
+        """Allow ``count`` worker processes."""
+        self._pool.grow(count)
+
+    def prestart(self, count: int) -> None:
+        """Start ``count`` workers now (probes point here; save the wait later)."""
+        self._pool.prestart(count)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Finish or cancel the backlog, then stop the workers."""
+        self._pool.shutdown(wait, cancel_futures=cancel_futures)
+
+
+class ForeignProcessRoute(Route):
+    """Any ``concurrent.futures.Executor`` as the process route.
+
+    A Dask ``client.get_executor()``, or a standard library process pool
+    built with the user's ``mp_context``.  Calls travel cloudpickled, so
+    lambdas and closures work; crashes and worker management follow that
+    executor's own rules.
+    """
+
+    name = "process"
+
+    def __init__(self, executor: Executor, *, owned: bool) -> None:
+        self._executor = executor
+        self._owned = owned
+
+    def submit(self, batch: Batch) -> None:
+        """Send ``batch`` to the foreign executor as one pickled job."""
+        import cloudpickle
+
+        from ._worker import run_payload
+
+        if not batch.start():
+            return
+        try:
+            payload = cloudpickle.dumps((batch.fn, batch.calls), protocol=5)
+        except Exception as exc:
+            batch.settle(exc)
+            return
+        remote = self._executor.submit(run_payload, payload)
+        remote.add_done_callback(lambda done: _settle_remote(batch, done))
+
+    def ensure_workers(self, count: int) -> None:
+        """The foreign executor sizes itself."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Shut the executor down if we created it; a user's stays theirs."""
+        if self._owned:
+            self._executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _settle_remote(batch: Batch, remote: Any) -> None:
+    import pickle
+
+    try:
+        kind, outcomes = pickle.loads(remote.result())
+    except BaseException as exc:
+        batch.settle(exc)
+        return
+    batch.settle([settle_outcome(o) for o in outcomes])
+
+
+_LIVE_ROUTES: "weakref.WeakSet[ThreadRoute]" = weakref.WeakSet()
+
+
+def _at_exit() -> None:
+    # As the standard library's pools do: queued work finishes at exit.
+    for route in list(_LIVE_ROUTES):
+        route.shutdown(wait=True)
+
+
+threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
