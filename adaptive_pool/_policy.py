@@ -126,7 +126,7 @@ class HeuristicPolicy:
     def choose(self, features: Mapping[str, float], allowed: Sequence[Backend]) -> Choice:
         """Pick a route; see the class docstring for the rule."""
         wall = features.get("wall_s", 0.0)
-        ratio = features.get("cpu_ratio", 0.0)
+        waiting = features.get("wait_ratio", 1.0 - features.get("cpu_ratio", 0.0))
         gil = features.get("gil_hold", 0.0)
         cores = features.get("usable_cores", 1.0)
         transfer_s = (
@@ -139,8 +139,8 @@ class HeuristicPolicy:
                 backend = "thread"
             return Choice(backend, confidence, f"{why} ({what})")
 
-        if ratio < 0.5:
-            return pick("thread", 0.6 + 0.4 * (0.5 - ratio) * 2, "waits more than it computes")
+        if waiting > 0.5:
+            return pick("thread", 0.6 + 0.4 * (waiting - 0.5) * 2, "waits more than it computes")
         if wall < TINY_CALL_S:
             return pick("inline", 0.8, "too short for a pool to pay off")
         if cores < 2:

@@ -51,10 +51,11 @@ FEATURE_SCHEMA_VERSION = 1
 
 #: Inputs a model may use, in this order.
 MODEL_FEATURES: tuple[str, ...] = (
-    "wall_s",  # median wall time of one call, seconds
+    "wall_s",  # median wall time of one call, less time spent waiting for the GIL
     "cpu_s",  # median CPU time of the calling thread during one call
     "cpu_ratio",  # cpu_s / wall_s: near 0 waits, near 1 computes
-    "gil_hold",  # share of the call's wall time another thread could not get the GIL
+    "wait_ratio",  # share of wall_s spent waiting on something other than the GIL
+    "gil_hold",  # share of the call's time another thread wanting the GIL could not get it
     "arg_bytes",  # pickled size of (args, kwargs); -1 when they do not pickle
     "result_bytes",  # pickled size of the result; -1 when it does not pickle
     "usable_cores",  # cores this process may run on (affinity and cgroup quota)
@@ -322,17 +323,24 @@ class GilMonitor:
         sleep = time.sleep
         clock = time.perf_counter
         samples = self._samples
-        while True:
-            with self._lock:
-                if self._users <= 0:
-                    self._thread = None
-                    return
-            start = clock()
-            self._asleep_since = start
-            sleep(self._SLEEP_S)
-            end = clock()
-            self._asleep_since = None
-            samples.append((start, end))
+        runqueue = _RunqueueClock()
+        try:
+            while True:
+                with self._lock:
+                    if self._users <= 0:
+                        self._thread = None
+                        return
+                queued0 = runqueue.seconds()
+                start = clock()
+                self._asleep_since = start
+                sleep(self._SLEEP_S)
+                end = clock()
+                self._asleep_since = None
+                # Time spent runnable but without a core (all cores busy with
+                # GIL-free work) is the scheduler's doing, not the GIL's.
+                samples.append((start, end - (runqueue.seconds() - queued0)))
+        finally:
+            runqueue.close()
 
     def hold_between(self, start: float, end: float) -> float | None:
         """Share of ``[start, end]`` in which the sampler waited for the GIL.
@@ -364,6 +372,29 @@ class GilMonitor:
         if observed < self._MIN_OBSERVED_S:
             return None
         return min(1.0, contended / observed)
+
+
+class _RunqueueClock:
+    """Seconds the calling thread has waited for a CPU (Linux schedstat)."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def seconds(self) -> float:
+        if self._fd is None:
+            return 0.0
+        try:
+            return int(os.pread(self._fd, 64, 0).split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
@@ -506,8 +537,12 @@ def summarize(
     """
     if not samples:
         raise ValueError("summarize() needs at least one sample")
-    wall = statistics.median(s.wall_s for s in samples)
-    cpu = statistics.median(s.cpu_s for s in samples)
+    # Probes run side by side, so a GIL-bound probe also waits for the GIL
+    # while the other one computes; that wait is not part of the call's own
+    # cost.  The sampler's contention ratio estimates which share of the
+    # off-CPU time it was.
+    wall = statistics.median(_solo_wall(s) for s in samples)
+    cpu = min(statistics.median(s.cpu_s for s in samples), wall)
     gils = [s.gil_hold for s in samples if s.gil_hold is not None]
     finished = [s for s in samples if s.complete]
     arg_sizes = [s.arg_bytes for s in finished] or [arg_bytes_hint]
@@ -523,7 +558,8 @@ def summarize(
     return {
         "wall_s": wall,
         "cpu_s": cpu,
-        "cpu_ratio": min(1.5, cpu / wall) if wall > 0 else 0.0,
+        "cpu_ratio": cpu / wall if wall > 0 else 0.0,
+        "wait_ratio": 1.0 - cpu / wall if wall > 0 else 1.0,
         "gil_hold": statistics.median(gils) if gils else 0.5,  # unknown: neither side
         "arg_bytes": float(_median_size(arg_sizes)),
         "result_bytes": float(_median_size(result_sizes)) if result_sizes else 0.0,
@@ -533,6 +569,12 @@ def summarize(
         "writes_shared_state": float(effects.writes_shared_state),
         "complete": float(len(finished) == len(samples)),
     }
+
+
+def _solo_wall(sample: CallSample) -> float:
+    off_cpu = max(0.0, sample.wall_s - sample.cpu_s)
+    gil = sample.gil_hold if sample.gil_hold is not None else 0.0
+    return max(sample.cpu_s + off_cpu * (1.0 - gil), 1e-9)
 
 
 def _median_size(sizes: list[int | None]) -> int:
