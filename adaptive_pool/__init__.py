@@ -8,6 +8,8 @@ Importing this package loads only the standard library: no numpy,
 scikit-learn or joblib, no thread and no process.
 """
 
+import logging as _logging
+
 from ._executor import AutoExecutor, pin
 from ._policy import Choice, Decision, HeuristicPolicy, Policy
 from ._profile import reset_profiles
@@ -26,3 +28,6 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# A library logs; the application decides where logs go.
+_logging.getLogger("adaptive_pool").addHandler(_logging.NullHandler())

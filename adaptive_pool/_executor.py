@@ -579,7 +579,11 @@ class AutoExecutor(Executor):
         if decision.backend == "process" and user_chunksize > 1:
             return user_chunksize  # as ProcessPoolExecutor.map does
         size = decision.chunksize
-        if decision.backend != "inline":
+        if decision.backend == "inline" and decision.source == "forced":
+            # Nothing measured: one thread runs them all anyway, so batch
+            # generously but keep results flowing early.
+            size = max(1, min(256, count // 8))
+        elif decision.backend != "inline":
             # Enough batches to keep every worker busy, each near the target length.
             size = min(size, -(-count // (4 * max(1, decision.workers))))
         return max(1, size)

@@ -235,7 +235,7 @@ def forced_decision(backend: Backend, why: str, max_workers: int | None, cores: 
     if backend == "inline":
         workers = 1
     elif backend == "process":
-        workers = min(max_workers or cores, 61 if cores > 61 else max_workers or cores)
+        workers = max_workers or cores
     else:
         workers = max_workers or min(32, cores + 4)
     return Decision(backend, workers, 1, {}, "forced", 1.0, why)
