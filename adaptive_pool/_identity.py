@@ -14,15 +14,23 @@ import inspect
 import types
 from typing import Any, Callable, Hashable
 
-__all__ = ["function_key", "underlying_function", "describe"]
+__all__ = ["WRAPPED_FUNCTION_ATTRIBUTE", "function_key", "underlying_function", "describe"]
+
+
+#: A wrapper (e.g. a batch of joblib calls) names the function it runs with
+#: this attribute, so that it is profiled and decided as that function.
+WRAPPED_FUNCTION_ATTRIBUTE = "__adaptive_pool_function__"
 
 
 def underlying_function(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Unwrap partials and bound methods down to the function doing the work."""
+    """Unwrap partials, bound methods and declared wrappers down to the function doing the work."""
     seen = 0
     while seen < 32:  # a partial of a partial of ... is legal; cycles are not
         seen += 1
-        if isinstance(fn, functools.partial):
+        declared = getattr(fn, WRAPPED_FUNCTION_ATTRIBUTE, None) if not isinstance(fn, type) else None
+        if declared is not None and declared is not fn and callable(declared):
+            fn = declared
+        elif isinstance(fn, functools.partial):
             fn = fn.func
         elif isinstance(fn, types.MethodType):
             fn = fn.__func__
