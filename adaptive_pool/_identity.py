@@ -10,7 +10,6 @@ callable alive, so it is built from names and code locations only.
 from __future__ import annotations
 
 import functools
-import inspect
 import types
 from typing import Any, Callable, Hashable
 
@@ -79,6 +78,19 @@ def describe(fn: Callable[..., Any]) -> str:
     return f"{module}.{name}" if module and module != "builtins" else str(name)
 
 
+# Code flags of ``async def`` functions and async generators (stable values,
+# see the ``inspect`` module); read directly because importing ``inspect``
+# costs milliseconds at import time, and this runs on every submit.
+_ASYNC_FLAGS = 0x0080 | 0x0200
+
+
 def is_coroutine_function(fn: Callable[..., Any]) -> bool:
     """True for ``async def`` functions, also behind partials and methods."""
-    return inspect.iscoroutinefunction(underlying_function(fn)) or inspect.iscoroutinefunction(fn)
+    for candidate in (fn, underlying_function(fn)):
+        code = getattr(candidate, "__code__", None)
+        if isinstance(code, types.CodeType) and code.co_flags & _ASYNC_FLAGS:
+            return True
+        # inspect.markcoroutinefunction() (3.12+) marks sync functions that return awaitables.
+        if getattr(candidate, "_is_coroutine_marker", None) is not None:
+            return True
+    return False

@@ -13,11 +13,9 @@ whether the process route is allowed at all and are never left to a model.
 
 from __future__ import annotations
 
-import dis
 import logging
 import os
 import pickle
-import statistics
 import threading
 import time
 import types
@@ -216,6 +214,8 @@ def function_picklable(fn: Callable[..., Any]) -> bool:
 # Static side-effect hints
 
 
+# CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR (values as in ``inspect``)
+_GENERATOR_FLAGS = 0x0020 | 0x0080 | 0x0200
 _GLOBAL_WRITES = {"STORE_GLOBAL", "DELETE_GLOBAL"}
 _DEREF_WRITES = {"STORE_DEREF", "DELETE_DEREF"}
 
@@ -239,16 +239,18 @@ def static_effects(fn: Callable[..., Any]) -> StaticEffects:
     the first calls are still running keep side-effect-only functions off the
     process route before any result has been seen.
     """
+    import dis  # costs milliseconds: only once a function is decided
+
     inner = underlying_function(fn)
     code = getattr(inner, "__code__", None)
     if not isinstance(code, types.CodeType):
         return StaticEffects(may_return_value=None, writes_shared_state=False)
-    if code.co_flags & (inspect_flags()):
+    if code.co_flags & _GENERATOR_FLAGS:
         # Generators and coroutines return objects no process can send back.
         return StaticEffects(may_return_value=True, writes_shared_state=True)
     may_return_value = False
     writes = False
-    previous: dis.Instruction | None = None
+    previous: "dis.Instruction | None" = None
     for ins in dis.get_instructions(code):
         if ins.opname in _GLOBAL_WRITES:
             writes = True
@@ -263,13 +265,6 @@ def static_effects(fn: Callable[..., Any]) -> StaticEffects:
             may_return_value = may_return_value or not returns_none
         previous = ins
     return StaticEffects(may_return_value=may_return_value, writes_shared_state=writes)
-
-
-def inspect_flags() -> int:
-    """Code flags of generator and coroutine functions."""
-    import inspect
-
-    return inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
 # --------------------------------------------------------------------------
@@ -541,8 +536,8 @@ def summarize(
     # while the other one computes; that wait is not part of the call's own
     # cost.  The sampler's contention ratio estimates which share of the
     # off-CPU time it was.
-    wall = statistics.median(_solo_wall(s) for s in samples)
-    cpu = min(statistics.median(s.cpu_s for s in samples), wall)
+    wall = _median(_solo_wall(s) for s in samples)
+    cpu = min(_median(s.cpu_s for s in samples), wall)
     gils = [s.gil_hold for s in samples if s.gil_hold is not None]
     finished = [s for s in samples if s.complete]
     arg_sizes = [s.arg_bytes for s in finished] or [arg_bytes_hint]
@@ -560,7 +555,7 @@ def summarize(
         "cpu_s": cpu,
         "cpu_ratio": cpu / wall if wall > 0 else 0.0,
         "wait_ratio": 1.0 - cpu / wall if wall > 0 else 1.0,
-        "gil_hold": statistics.median(gils) if gils else 0.5,  # unknown: neither side
+        "gil_hold": _median(gils) if gils else 0.5,  # unknown: neither side
         "arg_bytes": float(_median_size(arg_sizes)),
         "result_bytes": float(_median_size(result_sizes)) if result_sizes else 0.0,
         "usable_cores": float(usable_cores()),
@@ -569,6 +564,17 @@ def summarize(
         "writes_shared_state": float(effects.writes_shared_state),
         "complete": float(len(finished) == len(samples)),
     }
+
+
+def _median(values: Iterable[float]) -> float:
+    # statistics.median, without importing statistics (fractions, decimal, random).
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("median of no values")
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _solo_wall(sample: CallSample) -> float:
@@ -581,7 +587,7 @@ def _median_size(sizes: list[int | None]) -> int:
     known = [s for s in sizes if s is not None]
     if len(known) < len(sizes) or not known:
         return -1
-    return int(statistics.median(known))
+    return int(_median(known))
 
 
 # --------------------------------------------------------------------------

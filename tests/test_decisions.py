@@ -1,0 +1,256 @@
+"""Decisions on workloads whose right answer is not in doubt, and with injected policies."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from typing import Any, Mapping, Sequence
+
+import pytest
+
+from adaptive_pool import AutoExecutor, Choice, Decision, pin, reset_profiles
+from adaptive_pool._policy import Backend
+from adaptive_pool._profile import MODEL_FEATURES, PROFILES, SAFETY_FEATURES, usable_cores
+
+pytestmark = pytest.mark.timeout(60)
+
+multicore = pytest.mark.skipif(usable_cores() < 2, reason="needs 2 usable cores")
+
+
+def python_loop(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i % 7
+    return total
+
+
+def python_loop_no_result(n: int) -> None:
+    python_loop(n)
+
+
+def python_loop_with_lock(n: int, lock: Any) -> int:
+    return python_loop(n)
+
+
+COUNTER = 0
+
+
+def python_loop_writes_global(n: int) -> int:
+    global COUNTER
+    COUNTER = python_loop(n)
+    return COUNTER
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def tiny(x: int) -> int:
+    return x + 1
+
+
+LOOP = 400_000  # tens of milliseconds of pure Python per call
+
+
+@pytest.fixture(autouse=True)
+def fresh_profiles() -> None:
+    reset_profiles()
+
+
+def decided(ex: AutoExecutor, fn: Any, items: Sequence[Any]) -> Decision:
+    list(ex.map(fn, items))
+    decision = ex.decision_for(fn)
+    assert decision is not None
+    return decision
+
+
+@multicore
+def test_pure_python_loop_goes_to_processes() -> None:
+    with AutoExecutor() as ex:
+        decision = decided(ex, python_loop, [LOOP] * 6)
+    assert decision.backend == "process", str(decision)
+    assert decision.source == "heuristic"
+    assert decision.features["gil_hold"] > 0.5
+    assert decision.workers >= 2
+
+
+def test_sleeping_goes_to_threads_with_many_workers() -> None:
+    with AutoExecutor() as ex:
+        decision = decided(ex, nap, [0.05] * 6)
+    assert decision.backend == "thread", str(decision)
+    assert decision.features["wait_ratio"] > 0.9
+    # Waiting work gets more threads than cores.
+    assert decision.workers > usable_cores()
+
+
+def test_tiny_calls_run_inline_in_batches() -> None:
+    with AutoExecutor() as ex:
+        results = list(ex.map(tiny, range(5000)))
+        decision = ex.decision_for(tiny)
+    assert results == [x + 1 for x in range(5000)]
+    assert decision is not None and decision.backend == "inline", str(decision)
+    assert decision.chunksize > 1
+
+
+@multicore
+@pytest.mark.parametrize(
+    "fn, args",
+    [
+        (python_loop_no_result, (LOOP,)),
+        (python_loop_writes_global, (LOOP,)),
+    ],
+)
+def test_side_effect_work_never_goes_to_processes(fn: Any, args: tuple[Any, ...]) -> None:
+    with AutoExecutor() as ex:
+        list(ex.map(fn, [args[0]] * 4))
+        decision = ex.decision_for(fn)
+    assert decision is not None and decision.backend != "process", str(decision)
+    assert "not process" in decision.reason
+
+
+@multicore
+def test_unpicklable_arguments_never_go_to_processes() -> None:
+    lock = threading.Lock()
+    with AutoExecutor() as ex:
+        futures = [ex.submit(python_loop_with_lock, LOOP, lock) for _ in range(4)]
+        assert [f.result() for f in futures] == [python_loop(LOOP)] * 4
+        decision = ex.decision_for(python_loop_with_lock)
+    assert decision is not None and decision.backend != "process", str(decision)
+    assert decision.features["picklable"] == 0.0
+
+
+@multicore
+def test_require_sharedmem_forbids_processes() -> None:
+    with AutoExecutor(require="sharedmem") as ex:
+        decision = decided(ex, python_loop, [LOOP] * 4)
+    assert decision.backend != "process"
+
+
+def test_prefer_forces_and_skips_probing() -> None:
+    for prefer, backend in [("threads", "thread"), ("processes", "process"), ("inline", "inline")]:
+        with AutoExecutor(prefer=prefer) as ex:
+            decision = ex.decision_for(nap)
+            assert decision is not None
+            assert (decision.backend, decision.source) == (backend, "forced")
+
+
+def test_pin_decorator_fixes_the_route() -> None:
+    @pin("threads")
+    def pinned(x: int) -> int:
+        return python_loop(x)
+
+    with AutoExecutor() as ex:
+        assert ex.submit(pinned, 10).result() == python_loop(10)
+        decision = ex.decision_for(pinned)
+    assert decision is not None and (decision.backend, decision.source) == ("thread", "forced")
+    with pytest.raises(ValueError):
+        pin("gpu")
+
+
+def test_pin_to_processes_yields_to_require_sharedmem() -> None:
+    @pin("processes")
+    def pinned(x: int) -> int:
+        return x
+
+    with AutoExecutor(require="sharedmem") as ex:
+        decision = ex.decision_for(pinned)
+    assert decision is not None and decision.backend == "thread"
+
+
+class RecordingPolicy:
+    """Injected policy: records what it was asked and answers a fixed route."""
+
+    source = "model"
+
+    def __init__(self, answer: Backend) -> None:
+        self.answer = answer
+        self.asked: list[tuple[dict[str, float], tuple[str, ...]]] = []
+
+    def choose(self, features: Mapping[str, float], allowed: Sequence[Backend]) -> Choice:
+        self.asked.append((dict(features), tuple(allowed)))
+        backend = self.answer if self.answer in allowed else "thread"
+        return Choice(backend, 0.75, "injected")
+
+
+def test_injected_policy_gets_every_feature_and_decides() -> None:
+    policy = RecordingPolicy("inline")
+    with AutoExecutor(policy=policy) as ex:
+        assert list(ex.map(tiny, range(50))) == [x + 1 for x in range(50)]
+        decision = ex.decision_for(tiny)
+    assert decision is not None
+    assert (decision.backend, decision.source, decision.confidence) == ("inline", "model", 0.75)
+    features, allowed = policy.asked[0]
+    assert set(MODEL_FEATURES) | set(SAFETY_FEATURES) <= set(features)
+    assert "process" in allowed  # tiny() is pure and returns values
+    assert "inline" in str(decision) and "injected" in str(decision)
+
+
+def test_policy_is_never_offered_processes_for_unsafe_work() -> None:
+    policy = RecordingPolicy("process")
+    with AutoExecutor(policy=policy) as ex:
+        ex.submit(python_loop_no_result, 1000).result()
+        ex.submit(python_loop_no_result, 1000).result()
+        decision = ex.decision_for(python_loop_no_result)
+    assert decision is not None and decision.backend == "thread"
+    assert all("process" not in allowed for _, allowed in policy.asked)
+
+
+def test_new_executor_reuses_the_process_wide_profile() -> None:
+    with AutoExecutor() as ex:
+        list(ex.map(tiny, range(100)))
+    assert len(PROFILES) >= 1
+    policy = RecordingPolicy("thread")
+    with AutoExecutor(policy=policy) as ex:
+        # Decided at once from the stored features: no probing needed.
+        decision = ex.decision_for(tiny)
+        assert decision is not None and decision.backend == "thread"
+    reset_profiles()
+    with AutoExecutor() as ex:
+        assert ex.decision_for(tiny) is None
+
+
+def test_partials_and_methods_share_their_function_profile() -> None:
+    class Worker:
+        def run(self, x: int) -> int:
+            return x * 3
+
+    with AutoExecutor() as ex:
+        list(ex.map(functools.partial(tiny), range(100)))
+        assert ex.decision_for(tiny) is not None
+        list(ex.map(Worker().run, range(100)))
+        assert ex.decision_for(Worker().run) is not None
+
+
+def test_decisions_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="adaptive_pool")
+    with AutoExecutor() as ex:
+        list(ex.map(tiny, range(100)))
+    assert any("tiny" in record.getMessage() and "inline" in record.getMessage() for record in caplog.records)
+
+
+def test_coroutine_functions_are_rejected() -> None:
+    async def coroutine(x: int) -> int:
+        return x
+
+    with AutoExecutor() as ex:
+        with pytest.raises(TypeError, match="coroutine"):
+            ex.submit(coroutine, 1)
+
+
+def test_long_probes_do_not_hold_back_other_calls() -> None:
+    """A call that waits for a later call must not deadlock behind its probes."""
+    release = threading.Event()
+
+    def wait_or_release(release_now: bool) -> bool:
+        if release_now:
+            release.set()
+            return True
+        return release.wait(10)
+
+    with AutoExecutor() as ex:
+        waiting = [ex.submit(wait_or_release, False) for _ in range(2)]  # the probes
+        setter = ex.submit(wait_or_release, True)  # decided while probes still run
+        assert setter.result(timeout=10) is True
+        assert [f.result(timeout=10) for f in waiting] == [True, True]
