@@ -26,6 +26,7 @@ __all__ = [
     "decide",
     "forced_decision",
     "process_blockers",
+    "process_pays_off",
 ]
 
 Backend = Literal["inline", "thread", "process"]
@@ -44,6 +45,9 @@ THREAD_CHUNK_S = 0.002
 TINY_CALL_S = 100e-6
 #: Bytes per second pickling and piping manage between processes, roughly.
 TRANSFER_BYTES_PER_S = 400e6
+#: Starting worker processes (an interpreter each, in parallel) and the
+#: first import of the user's module in them: tens of milliseconds.
+PROCESS_START_S = 0.06
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,22 @@ def size_chunks(backend: Backend, features: Mapping[str, float]) -> int:
     wall = max(features.get("wall_s", 0.0), 1e-7)
     target = PROCESS_CHUNK_S if backend == "process" else THREAD_CHUNK_S
     return max(1, min(10_000, int(target / wall)))
+
+
+def process_pays_off(features: Mapping[str, float], calls: int, workers: int, pool_running: bool) -> bool:
+    """Whether ``calls`` more calls gain from processes over staying in this one.
+
+    A decision is per function; how much work is left is known only to
+    ``map``.  Starting a pool for a handful of short calls costs more than
+    it saves, so the remaining work must beat the start-up cost.
+    """
+    wall = features.get("wall_s", 0.0)
+    transfer = (
+        max(features.get("arg_bytes", 0.0), 0.0) + max(features.get("result_bytes", 0.0), 0.0)
+    ) / TRANSFER_BYTES_PER_S
+    here = calls * wall  # GIL-bound: one core's worth, however many threads
+    there = calls * (wall / max(1, workers) + transfer) + (0.0 if pool_running else PROCESS_START_S)
+    return there < here
 
 
 def decide(

@@ -15,7 +15,7 @@ import pytest
 
 from adaptive_pool import Decision, HeuristicPolicy
 from adaptive_pool._identity import describe, function_key, is_coroutine_function
-from adaptive_pool._policy import decide, process_blockers, size_chunks, size_workers
+from adaptive_pool._policy import decide, process_blockers, process_pays_off, size_chunks, size_workers
 from adaptive_pool._profile import (
     MODEL_FEATURES,
     GilMonitor,
@@ -256,3 +256,11 @@ def test_hashing_large_buffers_is_not_sent_to_processes() -> None:
     samples = [measure_call(hashlib.sha256, (data,), {}, monitor)[2] for _ in range(2)]
     feats = summarize(samples, fn_picklable=True, effects=static_effects(hashlib.sha256))
     assert decide(feats, HeuristicPolicy(), allow_process=True).backend == "thread"
+
+
+def test_process_pays_off_only_for_enough_work() -> None:
+    feats = features(wall_s=0.01)
+    assert not process_pays_off(feats, calls=3, workers=2, pool_running=False)
+    assert process_pays_off(feats, calls=3, workers=2, pool_running=True)
+    assert process_pays_off(feats, calls=100, workers=2, pool_running=False)
+    assert not process_pays_off(features(wall_s=0.01, arg_bytes=40e6), calls=100, workers=2, pool_running=True)
