@@ -205,6 +205,8 @@ class AutoExecutor(Executor):
         self._broken: str | None = None
         self._monitor = GilMonitor()
         self._cores = usable_cores()
+        self._serial = next(_EXECUTOR_SERIALS)
+        self._thread_numbers = itertools.count()
         # If the executor is dropped without shutdown(), its workers still end.
         weakref.finalize(self, _close_routes, self._routes)
         _LIVE_EXECUTORS.add(self)
@@ -537,14 +539,18 @@ class AutoExecutor(Executor):
 
     def _make_route(self, backend: str) -> Route:
         init = {"initializer": self._initializer, "initargs": self._initargs}
-        if backend == "thread":
+        # Routes must not keep the executor alive: a dropped executor is
+        # finalized (and its workers stopped) as soon as the user lets go.
+        on_broken = _weak_method(self._break)
+        if backend in ("thread", "inline"):
+            # With a user's prefix every worker thread is "<prefix>_<n>", as in
+            # the standard library (n shared by both routes).
+            prefix = self._thread_name_prefix or f"AutoExecutor-{self._serial}-{backend}"
+            common = {"thread_name_prefix": prefix, "on_broken": on_broken, "numbering": self._thread_numbers}
+            if backend == "inline":
+                return InlineRoute(**common, **init)
             start = self._max_workers or min(32, self._cores + 4)
-            return ThreadRoute(
-                start, thread_name_prefix=self._thread_name_prefix, on_broken=self._break, **init
-            )
-        if backend == "inline":
-            prefix = f"{self._thread_name_prefix}-inline" if self._thread_name_prefix else ""
-            return InlineRoute(thread_name_prefix=prefix, on_broken=self._break, **init)
+            return ThreadRoute(start, **common, **init)
         if self._process_executor is not None:
             return ForeignProcessRoute(self._process_executor, owned=False)
         workers = self._max_workers or self._cores
@@ -557,7 +563,7 @@ class AutoExecutor(Executor):
             )
             return ForeignProcessRoute(pool, owned=True)
         return ProcessRoute(
-            workers, max_tasks_per_child=self._max_tasks_per_child, on_broken=self._break, **init
+            workers, max_tasks_per_child=self._max_tasks_per_child, on_broken=on_broken, **init
         )
 
     def _dispatch(
@@ -708,24 +714,25 @@ class AutoExecutor(Executor):
         if self._broken is not None:
             raise BrokenExecutor(self._broken)
 
-    def _map_later(self, fn: Callable[..., Any], calls: list[Call], chunksize: int) -> list[Future[Any]]:
-        """Placeholders for chunks that are planned once ``fn`` is decided."""
-        relay: Future[Any] = Future()
+    def _map_later(self, fn: Callable[..., Any], calls: list[Call], chunksize: int) -> list[Any]:
+        """A placeholder for chunks that are planned once ``fn`` is decided."""
+        relay = _Relay()
         with self._lock:
             self._outstanding += 1  # the plan itself keeps shutdown(wait) waiting
 
         def on_decision(decision: Decision | BaseException | None) -> None:
             try:
-                if decision is None:
-                    relay.cancel()
-                elif isinstance(decision, BaseException):
-                    relay.set_exception(decision)
-                if not isinstance(decision, Decision) or relay.cancelled():
-                    return
-                try:
-                    relay.set_result(self._map_chunks(decision, fn, calls, chunksize))
-                except BaseException as exc:
-                    relay.set_exception(exc)
+                if isinstance(decision, Decision):
+                    try:
+                        planned = self._map_chunks(decision, fn, calls, chunksize)
+                    except BaseException as exc:
+                        relay.fail(exc)
+                    else:
+                        relay.deliver(planned)
+                elif decision is None:
+                    relay.abandon()
+                else:
+                    relay.fail(decision)
             finally:
                 with self._lock:
                     self._outstanding -= 1
@@ -739,7 +746,7 @@ class AutoExecutor(Executor):
                 state.listeners.append(on_decision)
         if decision is not None:
             on_decision(decision)
-        return [_Relay(relay)]
+        return [relay]
 
     def _map_buffered(
         self, fn: Callable[..., Any], args_iter: Iterator[tuple[Any, ...]], end_time: float | None, buffersize: int
@@ -764,20 +771,59 @@ class AutoExecutor(Executor):
 
         return results()
 
+    @property
+    def _threads(self) -> set[threading.Thread]:
+        """Every worker thread this executor's routes started (the standard
+        library's pools have a ``_threads`` set; CPython's tests join it)."""
+        with self._lock:
+            routes = list(self._routes.values())
+        return {thread for route in routes for thread in route.threads()}
+
     def __repr__(self) -> str:
         return f"<AutoExecutor max_workers={self._max_workers} routes={sorted(self._routes)}>"
 
 
 class _Relay:
-    """Stands in the list of chunk futures for chunks not yet planned."""
+    """Stands in the list of chunk futures for chunks not yet planned.
 
-    def __init__(self, future: Future[Any]) -> None:
-        self.future = future
+    The map's consumer may give up (``timeout``, closing the generator) while
+    the planning runs in another thread; whichever of :meth:`deliver` and
+    :meth:`abandon` comes second cancels the planned chunks.
+    """
+
+    def __init__(self) -> None:
+        self.future: Future[list[Future[Any]]] = Future()
+        self._lock = threading.Lock()
+        self._abandoned = False
+
+    def deliver(self, planned: list[Future[Any]]) -> None:
+        with self._lock:
+            abandoned = self._abandoned
+            if not abandoned:
+                self.future.set_result(planned)
+        if abandoned:
+            for future in planned:
+                future.cancel()
+
+    def fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if not self._abandoned:
+                self.future.set_exception(exc)
+
+    def abandon(self) -> None:
+        """The consumer is gone, or the work was cancelled: cancel what was planned."""
+        with self._lock:
+            self._abandoned = True
+            planned = self.future.result() if self.future.done() and self.future.exception() is None else []
+            if not self.future.done():
+                self.future.cancel()
+        for future in planned:
+            future.cancel()
 
 
-def _single_outcome(future: Future[Any]) -> Future[Any]:
+def _single_outcome(future: Future[Any]) -> Any:
     """Adapt a single call's future to the chunk form (a list of outcomes)."""
-    return _SingleOutcome(future)  # type: ignore[return-value]
+    return _SingleOutcome(future)
 
 
 class _SingleOutcome:
@@ -791,8 +837,26 @@ def _cancelled() -> Any:
     return CANCELLED
 
 
+def _single_result(item: _SingleOutcome, timeout: float | None) -> Any:
+    """The result of a probe call in a map; cancel it if we stop waiting."""
+    future = item.future
+    del item
+    try:
+        return future.result(timeout)
+    except BaseException:
+        future.cancel()
+        raise
+    finally:
+        del future
+
+
 def _map_results(chunks: list[Any], end_time: float | None) -> Iterator[Any]:
-    """Yield results in order from chunk futures, relays and single futures."""
+    """Yield results in order from chunk futures, relays and single futures.
+
+    Nothing here holds a result once it is yielded (CPython's tests check
+    with weak references), and every chunk not yet consumed is cancelled
+    when the consumer stops: on an error, a timeout, or closing the generator.
+    """
     pending: deque[Any] = deque(chunks)
     chunks.clear()
 
@@ -802,34 +866,50 @@ def _map_results(chunks: list[Any], end_time: float | None) -> Iterator[Any]:
     def generate() -> Iterator[Any]:
         try:
             while pending:
-                item = pending.popleft()
-                if isinstance(item, _SingleOutcome):
-                    future = item.future
-                    del item
-                    yield future.result(remaining())
-                    del future
-                elif isinstance(item, _Relay):
-                    planned = item.future.result(remaining())
+                kind = type(pending[0])
+                if kind is _SingleOutcome:
+                    yield _single_result(pending.popleft(), remaining())
+                elif kind is _Relay:
+                    planned = pending[0].future.result(remaining())
+                    pending.popleft()
                     pending.extendleft(reversed(planned))
+                    del planned
                 else:
-                    outcomes = item.result(remaining())
-                    del item
-                    for ok, value in outcomes:
-                        if not ok:
-                            raise value
-                        yield value
+                    outcomes = pending[0].result(remaining())
+                    pending.popleft()
+                    outcomes.reverse()
+                    while outcomes:
+                        if not outcomes[-1][0]:
+                            raise outcomes.pop()[1]
+                        yield outcomes.pop()[1]
                     del outcomes
         finally:
-            for item in pending:
-                if isinstance(item, (_SingleOutcome, _Relay)):
+            while pending:
+                item = pending.popleft()
+                if isinstance(item, _SingleOutcome):
                     item.future.cancel()
-                    if isinstance(item, _Relay) and item.future.done() and not item.future.cancelled():
-                        for planned in item.future.result():
-                            planned.cancel()
+                elif isinstance(item, _Relay):
+                    item.abandon()
                 else:
                     item.cancel()
+                del item
 
     return generate()
+
+
+def _weak_method(method: Callable[..., Any]) -> Callable[..., None]:
+    """Call ``method`` if its object is still alive; do not keep it alive."""
+    ref = weakref.WeakMethod(method)  # type: ignore[arg-type]
+
+    def call(*args: Any) -> None:
+        target = ref()
+        if target is not None:
+            target(*args)
+
+    return call
+
+
+_EXECUTOR_SERIALS = itertools.count()
 
 
 def _close_routes(routes: dict[str, Route]) -> None:

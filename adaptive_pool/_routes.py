@@ -9,6 +9,7 @@ of its workers, and reports a failing initializer through ``on_broken``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -16,7 +17,7 @@ import weakref
 from abc import ABC, abstractmethod
 from concurrent.futures import Executor
 from concurrent.futures.thread import BrokenThreadPool
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ._batch import CANCELLED, Batch
 from ._workers import WorkerPool, settle_outcome
@@ -48,6 +49,10 @@ class Route(ABC):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Finish or cancel queued batches and release the workers."""
 
+    def threads(self) -> list[threading.Thread]:
+        """Threads this route started in this process (they end after shutdown)."""
+        return []
+
 
 class ThreadRoute(Route):
     """A thread pool that grows on demand up to a limit that can be raised.
@@ -67,11 +72,16 @@ class ThreadRoute(Route):
         initargs: tuple[Any, ...] = (),
         thread_name_prefix: str = "",
         on_broken: BrokenHandler | None = None,
+        numbering: Iterator[int] | None = None,
     ) -> None:
         self._max_threads = max(1, max_threads)
         self._initializer = initializer
         self._initargs = initargs
         self._prefix = thread_name_prefix or f"AutoExecutor-{self.name}"
+        # Threads are named ``<prefix>_<n>`` as in the standard library; the
+        # executor shares one numbering between its routes, so that with a
+        # user's prefix every worker thread has a distinct name.
+        self._numbering = numbering if numbering is not None else itertools.count()
         self._on_broken = on_broken
         self._queue: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
@@ -85,6 +95,11 @@ class ThreadRoute(Route):
     def thread_count(self) -> int:
         """Threads started so far."""
         return len(self._threads)
+
+    def threads(self) -> list[threading.Thread]:
+        """The threads started so far."""
+        with self._lock:
+            return list(self._threads)
 
     def ensure_workers(self, count: int) -> None:
         """Raise the thread limit to ``count`` (it never shrinks)."""
@@ -105,7 +120,7 @@ class ThreadRoute(Route):
                 thread = threading.Thread(
                     target=_thread_main,
                     args=(weakref.ref(self), self._queue),
-                    name=f"{self._prefix}_{len(self._threads)}",
+                    name=f"{self._prefix}_{next(self._numbering)}",
                     daemon=True,
                 )
                 self._threads.append(thread)
@@ -229,6 +244,10 @@ class ProcessRoute(Route):
     def prestart(self, count: int) -> None:
         """Start ``count`` workers now (probes point here; save the wait later)."""
         self._pool.prestart(count)
+
+    def threads(self) -> list[threading.Thread]:
+        """The feeder threads that look after the worker processes."""
+        return list(getattr(self._pool, "_slots", ()))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Finish or cancel the backlog, then stop the workers."""
