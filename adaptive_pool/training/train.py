@@ -1,0 +1,342 @@
+"""Fitting, evaluating and installing the route model.
+
+**What is learnt.**  A small random forest of shallow trees predicts the
+route (``inline``, ``thread``, ``process``) from :data:`MODEL_FEATURES`.
+Worker counts and chunk sizes are *not* learnt: they come from the rules of
+:func:`adaptive_pool._policy.size_workers` and ``size_chunks``, the same for
+every policy.  (The collector times threads at several worker counts and
+processes at several chunk sizes; the rule-sized variants were the best or
+near it in most rows, so small regressors would buy little for the risk.)
+
+**Labels with a tolerance.**  Routes within :data:`TIE_TOLERANCE` of the
+fastest count as fastest, and among those the label is the first of
+``thread``, ``inline``, ``process`` (the cheapest to be wrong about: the
+process route pays start-up and pickling that the timings leave out).
+Otherwise noise between two equally good routes decides the label, and the
+model learns the noise.  Regret is always computed from the raw timings.
+
+**Cost-sensitive fit.**  Each row is weighted by how much a wrong route would
+cost there (the mean log time ratio of the other routes against the best):
+rows where all routes tie barely count, rows where the wrong route is ten
+times slower count most.  This aims the model at regret, not accuracy.
+
+**Evaluation.**  Leave-one-family-out: for each family, fit on all the
+others and choose routes for the held-out one, the way the runtime does
+(most probable allowed route, the exported JSON evaluated in pure Python).
+Accuracy is the share of rows where the chosen route is the fastest
+(within the tie tolerance); regret
+is the total time of the chosen routes over the total time of the best
+ones (1.0 is perfect).  The heuristic (:class:`HeuristicPolicy` through
+:func:`adaptive_pool._policy.decide`) is scored on the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .._model import ModelPolicy, parse_model, user_model_path
+from .._policy import Backend, HeuristicPolicy, Policy, decide
+from .._profile import FEATURE_SCHEMA_VERSION, MODEL_FEATURES, SAFETY_FEATURES
+from .collect import BACKEND_NAMES, COLLECTOR_VERSION, machine_metadata, metadata_path, read_rows
+from .export import check_export, export_dict, save_model
+
+__all__ = ["Dataset", "TrainResult", "load_dataset", "make_estimator", "evaluate", "format_table", "train", "retrain"]
+
+#: Hyper-parameters of the shipped model (fixed in advance, not tuned on the
+#: held-out families).
+MODEL_PARAMS: dict[str, Any] = {
+    "n_estimators": 25,
+    "max_depth": 5,
+    "min_samples_leaf": 2,
+    "max_features": None,
+    "bootstrap": True,
+    "random_state": 0,
+}
+
+
+#: Routes within this fraction of the fastest are tied for the label.
+TIE_TOLERANCE = 0.10
+#: Preference among tied routes.
+TIE_ORDER: tuple[str, ...] = ("thread", "inline", "process")
+
+
+def label_of(times: Mapping[str, float], tolerance: float = TIE_TOLERANCE) -> str:
+    """The training label of a row from its route timings (see the module docstring)."""
+    best = min(times.values())
+    for backend in TIE_ORDER:
+        if backend in times and times[backend] <= best * (1.0 + tolerance):
+            return backend
+    return min(times, key=lambda b: times[b])
+
+
+@dataclass
+class Dataset:
+    """Rows of a collection, ready for fitting and scoring."""
+
+    features: list[dict[str, float]] = field(default_factory=list)
+    X: list[list[float]] = field(default_factory=list)
+    y: list[str] = field(default_factory=list)
+    families: list[str] = field(default_factory=list)
+    times: list[dict[str, float]] = field(default_factory=list)  # backend -> seconds
+    instances: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, keep: Callable[[int], bool]) -> "Dataset":
+        out = Dataset()
+        for i in range(len(self)):
+            if keep(i):
+                out.features.append(self.features[i])
+                out.X.append(self.X[i])
+                out.y.append(self.y[i])
+                out.families.append(self.families[i])
+                out.times.append(self.times[i])
+                out.instances.append(self.instances[i])
+        return out
+
+
+def load_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> Dataset:
+    """Read one or more collection CSV files."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    data = Dataset()
+    for path in paths:
+        for row in read_rows(path):
+            times = {b: float(row[f"time_{b}"]) for b in BACKEND_NAMES if row.get(f"time_{b}")}
+            if not times or row.get("label") not in times:
+                continue
+            feats = {name: float(row[name]) for name in MODEL_FEATURES + SAFETY_FEATURES}
+            data.features.append(feats)
+            data.X.append([feats[name] for name in MODEL_FEATURES])
+            data.y.append(label_of(times))
+            data.families.append(row["family"])
+            data.times.append(times)
+            data.instances.append(row["instance"])
+    if not data.y:
+        raise ValueError(f"no usable rows in {', '.join(map(str, paths))}")
+    return data
+
+
+def sample_weights(data: Dataset) -> list[float]:
+    """How much choosing wrong costs on each row (see the module docstring)."""
+    out = []
+    for times in data.times:
+        best = min(times.values())
+        others = [math.log(t / best) for t in times.values() if t > best]
+        out.append(0.02 + (sum(others) / len(others) if others else 0.0))
+    return out
+
+
+def make_estimator(**overrides: Any) -> Any:
+    """A fresh, unfitted classifier with :data:`MODEL_PARAMS`."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(**{**MODEL_PARAMS, **overrides})
+
+
+def fit(data: Dataset, **overrides: Any) -> Any:
+    """Fit the classifier on ``data`` (cost-weighted)."""
+    import numpy as np
+
+    est = make_estimator(**overrides)
+    est.fit(np.asarray(data.X, dtype=np.float64), np.asarray(data.y), sample_weight=np.asarray(sample_weights(data)))
+    return est
+
+
+def _choose(policy: Policy, features: Mapping[str, float]) -> Backend:
+    return decide(features, policy, allow_process=True).backend
+
+
+def score(choices: Sequence[str], data: Dataset) -> dict[str, float]:
+    """Accuracy and regret of ``choices`` on ``data``."""
+    chosen = 0.0
+    best = 0.0
+    hits = 0
+    for choice, times, label in zip(choices, data.times, data.y):
+        t = times.get(choice, times.get("thread", max(times.values())))
+        chosen += t
+        best += min(times.values())
+        hits += times.get(choice, math.inf) <= min(times.values()) * (1.0 + TIE_TOLERANCE)
+    n = len(data)
+    return {
+        "n": n,
+        "accuracy": hits / n if n else float("nan"),
+        "regret": chosen / best if best > 0 else float("nan"),
+        "chosen_s": chosen,
+        "best_s": best,
+    }
+
+
+def evaluate(data: Dataset, **overrides: Any) -> dict[str, Any]:
+    """Leave-one-family-out scores of the model and the heuristic."""
+    heuristic = HeuristicPolicy()
+    per_family: dict[str, dict[str, Any]] = {}
+    all_model: list[str] = []
+    all_heur: list[str] = []
+    order: list[int] = []
+    families = sorted(set(data.families))
+    for held in families:
+        train_set = data.subset(lambda i: data.families[i] != held)
+        test_idx = [i for i in range(len(data)) if data.families[i] == held]
+        test_set = data.subset(lambda i: data.families[i] == held)
+        if len(set(train_set.y)) < 1 or not len(train_set):
+            continue
+        est = fit(train_set, **overrides)
+        policy = parse_model(json.loads(json.dumps(export_dict(est))))
+        model_choices = [_choose(policy, f) for f in test_set.features]
+        heur_choices = [_choose(heuristic, f) for f in test_set.features]
+        per_family[held] = {"model": score(model_choices, test_set), "heuristic": score(heur_choices, test_set)}
+        all_model.extend(model_choices)
+        all_heur.extend(heur_choices)
+        order.extend(test_idx)
+    pooled = data.subset(lambda i: True)
+    reordered = Dataset()
+    for i in order:
+        reordered.features.append(pooled.features[i])
+        reordered.X.append(pooled.X[i])
+        reordered.y.append(pooled.y[i])
+        reordered.families.append(pooled.families[i])
+        reordered.times.append(pooled.times[i])
+        reordered.instances.append(pooled.instances[i])
+    return {
+        "method": "leave-one-family-out",
+        "families": per_family,
+        "overall": {"model": score(all_model, reordered), "heuristic": score(all_heur, reordered)},
+    }
+
+
+def format_table(scores: Mapping[str, Any]) -> str:
+    """The model-vs-heuristic table (markdown)."""
+    lines = [
+        "| held-out family | rows | model accuracy | heuristic accuracy | model regret | heuristic regret |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+
+    def line(name: str, s: Mapping[str, Any]) -> str:
+        m, h = s["model"], s["heuristic"]
+        return (
+            f"| {name} | {m['n']} | {m['accuracy']:.0%} | {h['accuracy']:.0%} | "
+            f"{m['regret']:.3f} | {h['regret']:.3f} |"
+        )
+
+    for name, s in scores["families"].items():
+        lines.append(line(name, s))
+    lines.append(line("**all (pooled)**", scores["overall"]))
+    return "\n".join(lines)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced."""
+
+    path: Path | None
+    metadata: dict[str, Any]
+    table: str
+    estimator: Any = None
+
+
+def train(
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    evaluate_model: bool = True,
+    echo: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> TrainResult:
+    """Fit on collected CSV file(s), evaluate, export, and write the model.
+
+    ``output`` is the model JSON path (default: the user's model, where
+    every ``AutoExecutor`` finds it next); ``.joblib`` and ``.metadata.json``
+    files go beside it.  ``echo`` receives progress lines (the CLI prints them).
+    Returns the path, the metadata and the evaluation table.
+    """
+    say = echo or (lambda _msg: None)
+    import sklearn
+
+    paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    dataset = load_dataset(paths)
+    say(f"{len(dataset)} rows from {len(set(dataset.families))} families")
+    scores: dict[str, Any] | None = None
+    table = ""
+    if evaluate_model and len(set(dataset.families)) >= 2:
+        say("leave-one-family-out evaluation ...")
+        scores = evaluate(dataset, **overrides)
+        table = format_table(scores)
+        say(table)
+    est = fit(dataset, **overrides)
+    policy = parse_model(json.loads(json.dumps(export_dict(est))))
+    check_export(est, policy, dataset.X)
+    collections = []
+    for p in paths:
+        try:
+            collections.append(json.loads(metadata_path(p).read_text()))
+        except (OSError, ValueError):
+            collections.append({})
+    counts: dict[str, int] = {}
+    for label in dataset.y:
+        counts[label] = counts.get(label, 0) + 1
+    metadata: dict[str, Any] = {
+        "feature_names": list(MODEL_FEATURES),
+        "feature_schema_version": FEATURE_SCHEMA_VERSION,
+        "collector_version": COLLECTOR_VERSION,
+        "sklearn_version": sklearn.__version__,
+        "estimator": type(est).__name__,
+        "params": {**MODEL_PARAMS, **overrides},
+        "sizing": "workers and chunk sizes by the rules of adaptive_pool._policy (size_workers, size_chunks)",
+        "classes": [str(c) for c in est.classes_],
+        "label_counts": counts,
+        "rows": len(dataset),
+        "families": sorted(set(dataset.families)),
+        "training_machine": machine_metadata(),
+        "data": [
+            {"file": Path(p).name, "started": c.get("started"), "rows": c.get("rows"), "median_noise": c.get("median_noise"), "settings": c.get("settings")}
+            for p, c in zip(paths, collections)
+        ],
+        "trained_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "scores": scores,
+        "export_checked_rows": len(dataset),
+    }
+    path = None
+    if output is not None or True:
+        target = Path(output) if output is not None else user_model_path()
+        path = save_model(est, target, metadata)
+        say(f"model written to {path}")
+    return TrainResult(path, metadata, table, est)
+
+
+def retrain(
+    quick: bool = False,
+    output: str | os.PathLike[str] | None = None,
+    *,
+    data: str | os.PathLike[str] | None = None,
+    fresh: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    **collect_options: Any,
+) -> TrainResult:
+    """Collect timings on this machine, train, and install the model.
+
+    The timings go to ``data`` (default: the user data directory, where a
+    stopped full run resumes); the model to ``output`` (default: where
+    every ``AutoExecutor`` finds it next).
+    """
+    from . import default_data_path
+    from .collect import collect
+
+    csv_path = Path(data) if data is not None else default_data_path(quick)
+    say = echo or (lambda _msg: None)
+    say(f"collecting timings into {csv_path} ({'quick' if quick else 'full'}; resumes if stopped)")
+    collect(csv_path, quick=quick, fresh=fresh, progress=progress, **collect_options)
+    return train(csv_path, output, echo=echo)
+
+
+def _stderr(msg: str) -> None:  # pragma: no cover - convenience for scripts
+    print(msg, file=sys.stderr)
