@@ -11,10 +11,16 @@ Protocol, one pickled message per frame (``multiprocessing.connection``):
 
 * parent -> child, first: ``(sys_path, cwd, initializer_payload)``;
   child answers ``("ready",)`` or ``("init_error", traceback_text)``.
-* parent -> child: a cloudpickled ``(fn, [(args, kwargs), ...])``;
-  child answers ``("done", [outcome, ...])`` with one outcome per call:
-  ``(True, value)`` or ``(False, exception_or_None, type_name, message,
-  traceback_text)``.  An empty frame asks the worker to exit.
+* parent -> child: a cloudpickled ``(fn, [(args, kwargs), ...], stream)``.
+  With ``stream`` true the child answers one ``("one", outcome)`` frame per
+  call, sent as soon as that call returns, so that if a later call kills
+  the process the parent still has every earlier result and knows which
+  call was running.  Otherwise it answers one ``("all", [outcome, ...])``
+  frame.  If the job cannot even be read, the answer is a single
+  ``("fail", outcome)`` frame that applies to every call.
+* An outcome is ``(True, value)`` or ``(False, exception_or_None,
+  type_name, message, traceback_text)``.
+* An empty frame asks the worker to exit.
 """
 
 import os
@@ -42,22 +48,43 @@ def _error_outcome(exc, tb_text=None):
         carried = exc
     except Exception:
         carried = None
-    return (False, carried, type(exc).__qualname__, str(exc), tb_text)
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not take the worker down
+        message = f"<{type(exc).__qualname__} with an unprintable message>"
+    return (False, carried, type(exc).__qualname__, message, tb_text)
+
+
+def _run_one(fn, args, kwargs):
+    try:
+        return (True, fn(*args, **kwargs))
+    except BaseException as exc:  # SystemExit too: it fails its own future
+        return _error_outcome(exc)
 
 
 def _run_calls(fn, calls):
-    outcomes = []
-    for args, kwargs in calls:
-        try:
-            outcomes.append((True, fn(*args, **kwargs)))
-        except BaseException as exc:  # SystemExit too: it fails its own future
-            outcomes.append(_error_outcome(exc))
-    return outcomes
+    return [_run_one(fn, args, kwargs) for args, kwargs in calls]
 
 
-def _encode_outcomes(outcomes):
+def _unpicklable_result(outcome, exc):
+    kind = type(outcome[1]).__qualname__ if outcome[0] else outcome[2]
+    what = "the result" if outcome[0] else "the exception"
+    err = pickle.PicklingError(
+        f"{what} ({kind}) could not be pickled to return it from the worker process: {exc}"
+    )
+    return (False, err, "PicklingError", str(err), outcome[4] if not outcome[0] else "")
+
+
+def _encode_one(outcome):
     try:
-        return _dumps(("done", outcomes))
+        return _dumps(("one", outcome))
+    except Exception as exc:
+        return _dumps(("one", _unpicklable_result(outcome, exc)))
+
+
+def _encode_outcomes(outcomes, kind="done"):
+    try:
+        return _dumps((kind, outcomes))
     except Exception:
         pass
     # One result does not pickle: send the others and say which one failed.
@@ -67,12 +94,8 @@ def _encode_outcomes(outcomes):
             _dumps(outcome)
             safe.append(outcome)
         except Exception as exc:
-            kind = type(outcome[1]).__qualname__ if outcome[0] else outcome[2]
-            err = pickle.PicklingError(
-                f"the result ({kind}) could not be pickled to return it from the worker process: {exc}"
-            )
-            safe.append((False, err, "PicklingError", str(err), ""))
-    return _dumps(("done", safe))
+            safe.append(_unpicklable_result(outcome, exc))
+    return _dumps((kind, safe))
 
 
 def run_payload(payload):
@@ -88,11 +111,40 @@ def run_payload(payload):
     return _encode_outcomes(_run_calls(fn, calls))
 
 
+def _serve(inbox, outbox):
+    while True:
+        try:
+            data = inbox.recv_bytes()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if not data:
+            return
+        try:
+            fn, calls, stream = pickle.loads(data)
+        except BaseException as exc:
+            outbox.send_bytes(_dumps(("fail", _error_outcome(exc))))
+            continue
+        del data
+        if stream:
+            for args, kwargs in calls:
+                outbox.send_bytes(_encode_one(_run_one(fn, args, kwargs)))
+        else:
+            outbox.send_bytes(_encode_outcomes(_run_calls(fn, calls), "all"))
+        del fn, calls  # do not keep the last task's objects alive
+
+
 def main():
     read_fd, write_fd = int(sys.argv[1]), int(sys.argv[2])
+    # Processes a task starts must not inherit the pipes: a grandchild
+    # holding them open would hide this worker's death from the parent.
+    os.set_inheritable(read_fd, False)
+    os.set_inheritable(write_fd, False)
     inbox = Connection(read_fd, writable=False)
     outbox = Connection(write_fd, readable=False)
-    sys_path, cwd, init_payload = pickle.loads(inbox.recv_bytes())
+    try:
+        sys_path, cwd, init_payload = pickle.loads(inbox.recv_bytes())
+    except (EOFError, OSError, KeyboardInterrupt):
+        return
     sys.path[:] = sys_path
     try:
         os.chdir(cwd)
@@ -110,21 +162,15 @@ def main():
             outbox.send_bytes(pickle.dumps(("init_error", text)))
             return
     outbox.send_bytes(pickle.dumps(("ready",)))
-    while True:
-        try:
-            data = inbox.recv_bytes()
-        except (EOFError, OSError):
-            return  # the parent is gone
-        if not data:
-            return
-        try:
-            fn, calls = pickle.loads(data)
-        except BaseException as exc:
-            count = 1
-            outbox.send_bytes(_dumps(("done", [_error_outcome(exc)] * count)))
-            continue
-        outbox.send_bytes(_encode_outcomes(_run_calls(fn, calls)))
-        del fn, calls, data  # do not keep the last task's objects alive
+    try:
+        _serve(inbox, outbox)
+    except KeyboardInterrupt:
+        # Ctrl-C in a terminal reaches the whole process group.  A task it
+        # interrupts fails with KeyboardInterrupt; one that arrives between
+        # tasks just ends this worker, quietly (the parent starts another).
+        return
+    except (BrokenPipeError, EOFError):
+        return  # the parent is gone
 
 
 if __name__ == "__main__":

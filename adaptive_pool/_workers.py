@@ -1,12 +1,17 @@
 """A process pool in which one crash costs one task.
 
-Each worker process is looked after by one thread in the parent that hands
-it a single batch at a time and waits for the answer.  The backlog stays in
-the parent, so when a worker dies (``os._exit``, a signal, a segfault, the
-OOM killer) the only batch lost is the one it was running: that batch's future
-gets :class:`WorkerCrashedError`, the thread starts a fresh process, and
-every other batch runs exactly once.  ``concurrent.futures.ProcessPoolExecutor``
-and loky instead mark the whole pool broken and fail everything pending.
+Each worker process is looked after by one feeder thread in the parent that
+hands it one batch at a time.  The backlog stays in the parent, so when a
+worker dies (``os._exit``, a signal, a segfault, the OOM killer) only the
+call it was running is lost: that call's future gets
+:class:`WorkerCrashedError`, the feeder starts a fresh process, and every
+other call runs exactly once.  Within a batch of submitted calls the worker
+streams each outcome back as soon as the call returns, so the parent knows
+which call was running when the process died; the calls after it run on the
+new process.  (A ``map`` chunk is answered in one message, to keep chunks
+cheap; a crash fails that chunk, and ``map`` raises, as it would for an
+exception.)  ``concurrent.futures.ProcessPoolExecutor`` and loky instead
+mark the whole pool broken and fail everything pending.
 
 Workers are started with :mod:`subprocess` running ``_worker.py`` by path:
 no ``fork()`` of a threaded parent, and the user's ``__main__`` module is
@@ -20,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
@@ -30,7 +36,8 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from ._batch import CANCELLED, Batch
+from ._batch import CANCELLED, Batch, Call
+from ._identity import describe
 
 __all__ = ["WorkerCrashedError", "RemoteTraceback", "RemoteError", "WorkerPool", "settle_outcome"]
 
@@ -47,6 +54,19 @@ _THREAD_LIMIT_VARS = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
+
+# How many fresh workers in a row may die before even reading a job before
+# the job is failed instead of handed to yet another one.
+_HANDOFF_ATTEMPTS = 3
+
+_SIGNAL_HINTS = {
+    "SIGKILL": " (sent by the OOM killer when memory runs out, or by kill -9)",
+    "SIGSEGV": " (a segmentation fault, usually in C code)",
+    "SIGBUS": " (a bus error, usually in C code)",
+    "SIGABRT": " (abort(), usually a failed check in C code)",
+    "SIGFPE": " (a floating point exception in C code)",
+    "SIGILL": " (an illegal instruction in C code)",
+}
 
 
 class WorkerCrashedError(BrokenProcessPool):
@@ -85,6 +105,16 @@ def settle_outcome(outcome: tuple[Any, ...]) -> tuple[bool, Any]:
     return False, exc
 
 
+def _open_pidfd(pid: int) -> int | None:
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return int(opener(pid))
+    except OSError:
+        return None
+
+
 class _WorkerProcess:
     """One child process and the two pipes to it."""
 
@@ -99,38 +129,82 @@ class _WorkerProcess:
                 env=env,
                 stdin=subprocess.DEVNULL,
             )
+        except BaseException:
+            for fd in (to_child_w, from_child_r):
+                os.close(fd)
+            raise
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
         self.inbox = Connection(from_child_r, writable=False)
         self.outbox = Connection(to_child_w, readable=False)
-        self.outbox.send_bytes(pickle.dumps((list(sys.path), os.getcwd(), init_payload)))
+        # Wait on the pipe and on the process itself: if something the task
+        # started still holds the pipe open, the death is seen all the same.
+        self._pidfd = _open_pidfd(self.proc.pid)
+        self._poller: Any = None
+        if self._pidfd is not None:
+            self._poller = select.poll()
+            self._poller.register(self.inbox.fileno(), select.POLLIN)
+            self._poller.register(self._pidfd, select.POLLIN)
+        self.handshake = self.send(pickle.dumps((list(sys.path), os.getcwd(), init_payload)))
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def describe_death(self) -> str:
-        """Why the process ended, in words."""
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def send(self, payload: bytes) -> bool:
+        """Send one frame; False if the worker was gone (so it never read it)."""
         try:
-            code = self.proc.wait(timeout=5)
+            self.outbox.send_bytes(payload)
+            return True
+        except OSError:
+            return False
+
+    def recv(self) -> bytes | None:
+        """The next frame from the worker, or None once it has died."""
+        poller = self._poller
+        if poller is not None:
+            inbox_fd = self.inbox.fileno()
+            while True:
+                try:
+                    events = poller.poll()
+                except InterruptedError:  # pragma: no cover - PEP 475 retries
+                    continue
+                ready = {fd for fd, _ in events}
+                if inbox_fd in ready:
+                    break
+                if self._pidfd in ready:
+                    # Dead; what it wrote before dying is still in the pipe.
+                    if self.inbox.poll(0):
+                        break
+                    return None
+        try:
+            return self.inbox.recv_bytes()
+        except (EOFError, OSError):
+            return None
+
+    def describe_death(self) -> str:
+        """Why the process stopped answering, in words (it is reaped here)."""
+        try:
+            code = self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
-            return "stopped answering"
+            self.kill()
+            self.proc.wait()
+            return "closed its pipe to the parent without exiting, and was killed"
         if code < 0:
             try:
                 name = signal.Signals(-code).name
             except ValueError:
                 name = f"signal {-code}"
-            hint = " (the OOM killer sends SIGKILL)" if name == "SIGKILL" else ""
-            return f"was killed by {name}{hint}"
-        return f"exited with code {code}"
+            return f"was killed by {name}{_SIGNAL_HINTS.get(name, '')}"
+        return f"exited with code {code} (os._exit() or a C library's exit())"
 
     def stop(self) -> None:
         """Ask the child to exit and reap it; kill it if it does not."""
-        try:
-            self.outbox.send_bytes(b"")
-        except OSError:
-            pass
+        self.send(b"")
         for conn in (self.outbox, self.inbox):
             try:
                 conn.close()
@@ -139,8 +213,9 @@ class _WorkerProcess:
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.kill()
             self.proc.wait()
+        self._close_pidfd()
 
     def kill(self) -> None:
         """End the child now (used for shutdown without waiting)."""
@@ -148,6 +223,75 @@ class _WorkerProcess:
             self.proc.kill()
         except OSError:
             pass
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            try:
+                os.close(self._pidfd)
+            except OSError:
+                pass
+            self._pidfd = None
+            self._poller = None
+
+
+class _Shared:
+    """The state feeder threads share.  It holds no reference to the pool or
+    to the executor, so a feeder waiting for work keeps neither alive."""
+
+    def __init__(
+        self,
+        max_workers: int,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[Any, ...],
+        max_tasks_per_child: int | None,
+    ) -> None:
+        self.max_workers = max(1, max_workers)
+        self.initializer = initializer
+        self.initargs = initargs
+        self.max_tasks_per_child = max_tasks_per_child
+        self.cond = threading.Condition()
+        self.backlog: deque[Batch] = deque()
+        self.slots: list[threading.Thread] = []
+        self.idle = 0
+        self.shutdown = False
+        self.broken: str | None = None
+        self.processes: set[_WorkerProcess] = set()
+        self.init_payload: bytes | None = None
+
+    def next_batch(self) -> Batch | None:
+        """Block until there is a batch or the pool is shut down and drained."""
+        with self.cond:
+            self.idle += 1
+            try:
+                while not self.backlog:
+                    if self.shutdown or self.broken is not None:
+                        return None
+                    self.cond.wait()
+                return self.backlog.popleft()
+            finally:
+                self.idle -= 1
+
+    def add_slot(self, pool_ref: "weakref.ref[WorkerPool]", eager: bool = False) -> None:
+        """Start a feeder thread (caller holds ``cond``)."""
+        slot = threading.Thread(
+            target=_slot_main,
+            args=(self, pool_ref, eager),
+            name=f"adaptive_pool-process-feeder-{len(self.slots)}",
+            daemon=True,
+        )
+        self.slots.append(slot)
+        slot.start()
+
+    def retire(self, process: _WorkerProcess) -> None:
+        with self.cond:
+            self.processes.discard(process)
+        process.stop()
+
+    def kill_all(self) -> None:
+        with self.cond:
+            processes = list(self.processes)
+        for process in processes:
+            process.kill()
 
 
 class WorkerPool:
@@ -162,19 +306,11 @@ class WorkerPool:
         max_tasks_per_child: int | None = None,
         on_broken: Callable[[str], None] | None = None,
     ) -> None:
-        self._max_workers = max(1, max_workers)
-        self._initializer = initializer
-        self._initargs = initargs
-        self._max_tasks_per_child = max_tasks_per_child
+        self._shared = _Shared(max_workers, initializer, tuple(initargs), max_tasks_per_child)
         self._on_broken = on_broken
-        self._cond = threading.Condition()
-        self._backlog: deque[Batch] = deque()
-        self._slots: list[threading.Thread] = []
-        self._idle = 0
-        self._shutdown = False
-        self._broken: str | None = None
-        self._processes: set[_WorkerProcess] = set()
-        self._init_payload: bytes | None = None
+        # A pool dropped without shutdown() still finishes its backlog and
+        # stops its workers (the feeders hold only ``_shared``).
+        self._finalizer = weakref.finalize(self, _shutdown_shared, self._shared)
         _LIVE_POOLS.add(self)
 
     # -- public ----------------------------------------------------------
@@ -182,42 +318,61 @@ class WorkerPool:
     @property
     def max_workers(self) -> int:
         """How many worker processes may run at once."""
-        return self._max_workers
+        return self._shared.max_workers
+
+    @property
+    def _max_tasks_per_child(self) -> int | None:
+        return self._shared.max_tasks_per_child
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the worker processes alive now (for tests and tools)."""
+        with self._shared.cond:
+            return sorted(p.pid for p in self._shared.processes)
 
     def grow(self, max_workers: int) -> None:
         """Allow more workers (never fewer: running ones are not stopped)."""
-        with self._cond:
-            self._max_workers = max(self._max_workers, max_workers)
+        shared = self._shared
+        with shared.cond:
+            shared.max_workers = max(shared.max_workers, max_workers)
+            # Batches already waiting get the new workers now, not at the next submit.
+            if shared.shutdown:
+                return
+            wanted = min(len(shared.backlog) - shared.idle, shared.max_workers - len(shared.slots))
+            for _ in range(wanted):
+                shared.add_slot(weakref.ref(self))
 
     def prestart(self, count: int) -> None:
         """Start up to ``count`` workers now, before any batch needs them."""
-        with self._cond:
-            while len(self._slots) < min(count, self._max_workers) and not self._shutdown:
-                self._add_slot()
+        shared = self._shared
+        with shared.cond:
+            while len(shared.slots) < min(count, shared.max_workers) and not shared.shutdown:
+                shared.add_slot(weakref.ref(self), eager=True)
 
     def submit(self, batch: Batch) -> None:
         """Queue ``batch``; a worker picks it up when one is free."""
-        with self._cond:
-            if self._broken is not None:
-                raise BrokenProcessPool(self._broken)
-            if self._shutdown:
+        shared = self._shared
+        with shared.cond:
+            if shared.broken is not None:
+                raise BrokenProcessPool(shared.broken)
+            if shared.shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            self._backlog.append(batch)
-            if self._idle == 0 and len(self._slots) < self._max_workers:
-                self._add_slot()
-            self._cond.notify()
+            shared.backlog.append(batch)
+            if len(shared.backlog) > shared.idle and len(shared.slots) < shared.max_workers:
+                shared.add_slot(weakref.ref(self))
+            shared.cond.notify()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop taking batchs; finish (or cancel) the backlog; stop the workers."""
-        with self._cond:
-            self._shutdown = True
+        """Stop taking batches; finish (or cancel) the backlog; stop the workers."""
+        shared = self._shared
+        with shared.cond:
+            shared.shutdown = True
             if cancel_futures:
-                cancelled = list(self._backlog)
-                self._backlog.clear()
+                cancelled = list(shared.backlog)
+                shared.backlog.clear()
             else:
                 cancelled = []
-            self._cond.notify_all()
-            slots = list(self._slots)
+            shared.cond.notify_all()
+            slots = list(shared.slots)
         for batch in cancelled:
             batch.settle(CANCELLED)
         if wait:
@@ -227,164 +382,327 @@ class WorkerPool:
 
     # -- internals ---------------------------------------------------------
 
-    def _add_slot(self) -> None:
-        slot = threading.Thread(
-            target=_slot_main,
-            args=(weakref.ref(self),),
-            name=f"adaptive_pool-process-feeder-{len(self._slots)}",
-            daemon=True,
-        )
-        self._slots.append(slot)
-        slot.start()
+    @property
+    def _processes(self) -> set[_WorkerProcess]:
+        return self._shared.processes
 
-    def _next_batch(self) -> Batch | None:
-        """Block until there is a batch or the pool is shut down and drained."""
-        with self._cond:
-            self._idle += 1
-            try:
-                while not self._backlog:
-                    if self._shutdown or self._broken is not None:
-                        return None
-                    self._cond.wait()
-                return self._backlog.popleft()
-            finally:
-                self._idle -= 1
-
-    def _spawn(self) -> _WorkerProcess:
-        if self._init_payload is None and self._initializer is not None:
-            import cloudpickle
-
-            self._init_payload = cloudpickle.dumps((self._initializer, self._initargs), protocol=5)
-        env = dict(os.environ)
-        per_worker = str(max(1, (os.cpu_count() or 1) // self._max_workers))
-        for var in _THREAD_LIMIT_VARS:
-            env.setdefault(var, per_worker)
-        process = _WorkerProcess(self._init_payload, env)
-        with self._cond:
-            self._processes.add(process)
-        reply = pickle.loads(process.inbox.recv_bytes())
-        if reply[0] == "init_error":
-            self._retire(process)
-            self._break(
-                "A process in the process pool was terminated abruptly while the "
-                "future was running or pending: its initializer raised an exception"
-            )
-            raise BrokenProcessPool(self._broken)
-        return process
-
-    def _retire(self, process: _WorkerProcess) -> None:
-        with self._cond:
-            self._processes.discard(process)
-        process.stop()
+    def _kill_all(self) -> None:
+        self._shared.kill_all()
 
     def _break(self, why: str) -> None:
-        with self._cond:
-            if self._broken is not None:
-                return
-            self._broken = why
-            pending = list(self._backlog)
-            self._backlog.clear()
-            self._cond.notify_all()
-        error = BrokenProcessPool(why)
-        for batch in pending:
-            batch.settle(error)
+        """The initializer failed: fail the backlog and refuse new work (stdlib rules)."""
+        _break_shared(self._shared, why)
         if self._on_broken is not None:
             self._on_broken(why)
 
-    def _kill_all(self) -> None:
-        with self._cond:
-            processes = list(self._processes)
-        for process in processes:
-            process.kill()
+
+def _shutdown_shared(shared: _Shared) -> None:
+    with shared.cond:
+        shared.shutdown = True
+        shared.cond.notify_all()
 
 
-def _slot_main(pool_ref: "weakref.ref[WorkerPool]") -> None:
-    """One feeder thread: hand a worker one batch at a time, replace it if it dies."""
-    process: _WorkerProcess | None = None
-    done_here = 0
+def _break_shared(shared: _Shared, why: str) -> bool:
+    with shared.cond:
+        if shared.broken is not None:
+            return False
+        shared.broken = why
+        pending = list(shared.backlog)
+        shared.backlog.clear()
+        shared.cond.notify_all()
+    error = BrokenProcessPool(why)
+    for batch in pending:
+        batch.settle(error)
+    return True
+
+
+class _InitFailed(Exception):
+    """The pool is broken: a worker's initializer failed."""
+
+
+class _SpawnFailed(Exception):
+    """A worker process could not be started (the pool itself is fine)."""
+
+
+def _spawn(shared: _Shared) -> _WorkerProcess:
+    """Start a worker and wait until it is ready (or say why it is not)."""
+    if shared.init_payload is None and shared.initializer is not None:
+        import cloudpickle
+
+        try:
+            shared.init_payload = cloudpickle.dumps((shared.initializer, shared.initargs), protocol=5)
+        except Exception as exc:
+            raise _InitFailed(
+                f"the initializer and its arguments could not be pickled for the worker processes: {exc}"
+            ) from exc
+    env = dict(os.environ)
+    per_worker = str(max(1, (os.cpu_count() or 1) // shared.max_workers))
+    for var in _THREAD_LIMIT_VARS:
+        env.setdefault(var, per_worker)
     try:
-        while True:
-            pool = pool_ref()
-            if pool is None:
+        process = _WorkerProcess(shared.init_payload, env)
+    except OSError as exc:
+        raise _SpawnFailed(f"could not start a worker process: {exc}") from exc
+    with shared.cond:
+        shared.processes.add(process)
+    frame = process.recv() if process.handshake else None
+    if frame is None:
+        how = process.describe_death()
+        shared.retire(process)
+        if shared.initializer is not None:
+            raise _InitFailed(
+                "A process in the process pool was terminated abruptly while the future was "
+                f"running or pending: a new worker process {how} while running its initializer"
+            )
+        raise _SpawnFailed(f"a new worker process {how} before it was ready")
+    reply = pickle.loads(frame)
+    if reply[0] == "init_error":
+        shared.retire(process)
+        raise _InitFailed(
+            "A process in the process pool was terminated abruptly while the "
+            "future was running or pending: its initializer raised an exception"
+        )
+    return process
+
+
+def _slot_main(shared: _Shared, pool_ref: "weakref.ref[WorkerPool]", eager: bool) -> None:
+    """One feeder thread: hand a worker one batch at a time, replace it if it dies."""
+    feeder = _Feeder(shared, pool_ref)
+    try:
+        if eager:
+            try:
+                feeder.process = _spawn(shared)
+            except _InitFailed as exc:
+                feeder.broken(str(exc))
                 return
-            batch = pool._next_batch()
+            except _SpawnFailed as exc:
+                logger.warning("adaptive_pool: %s", exc)
+        while True:
+            batch = shared.next_batch()
             if batch is None:
                 return
             if not batch.start():
                 continue
-            try:
-                payload = _dumps_batch(batch)
-            except Exception as exc:
-                batch.settle(exc)
-                continue
-            try:
-                if process is None:
-                    process = pool._spawn()
-                    done_here = 0
-            except BrokenProcessPool as exc:
-                batch.settle(exc)
+            feeder.run(batch)
+            del batch
+            if shared.broken is not None:
                 return
-            except OSError as exc:
-                batch.settle(BrokenProcessPool(f"could not start a worker process: {exc}"))
-                continue
-            outcome = _exchange(process, payload)
-            if isinstance(outcome, str):
-                why = (
-                    f"the worker process (pid {process.pid}) running this task {outcome}; "
-                    "the task's effects in that process are lost"
-                )
-                logger.warning("adaptive_pool: %s", why)
-                batch.settle(WorkerCrashedError(why))
-                pool._retire(process)
-                process = None
-                continue
-            batch.settle([settle_outcome(o) for o in outcome])
-            done_here += 1
-            limit = pool._max_tasks_per_child
-            if limit is not None and done_here >= limit:
-                pool._retire(process)
-                process = None
-            del batch, pool
     finally:
-        if process is not None:
-            pool = pool_ref()
-            if pool is not None:
-                pool._retire(process)
-            else:
-                process.stop()
+        if feeder.process is not None:
+            shared.retire(feeder.process)
 
 
-def _dumps_batch(batch: Batch) -> bytes:
+class _Feeder:
+    """Runs batches on one worker process at a time, replacing it as needed."""
+
+    def __init__(self, shared: _Shared, pool_ref: "weakref.ref[WorkerPool]") -> None:
+        self.shared = shared
+        self.pool_ref = pool_ref
+        self.process: _WorkerProcess | None = None
+        self.done_here = 0  # calls run by the current process (max_tasks_per_child)
+
+    def broken(self, why: str) -> None:
+        if _break_shared(self.shared, why):
+            pool = self.pool_ref()
+            if pool is not None and pool._on_broken is not None:
+                pool._on_broken(why)
+
+    def run(self, batch: Batch) -> None:
+        """Run every call of a started batch; settle it with one outcome per call."""
+        calls = batch.calls
+        outcomes: list[tuple[bool, Any] | None] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        stream = not batch.collect
+        name = describe(batch.fn)
+        try:
+            while todo:
+                limit = self.shared.max_tasks_per_child
+                room = len(todo) if limit is None else max(1, limit - self.done_here)
+                piece = todo[:room]
+                payload = _dumps_job(batch.fn, calls, piece, stream, outcomes)
+                if payload is None:  # nothing in this piece could be pickled
+                    todo = todo[len(piece) :]
+                    continue
+                piece = [i for i in piece if outcomes[i] is None]
+                answered = self._exchange(payload, piece, stream, name, outcomes)
+                todo = [i for i in todo if outcomes[i] is None]
+                self.done_here += answered
+                if limit is not None and self.done_here >= limit and self.process is not None:
+                    self.shared.retire(self.process)
+                    self.process = None
+        except _InitFailed as exc:
+            self.broken(str(exc))
+            error: BaseException = BrokenProcessPool(str(exc))
+            outcomes = [o if o is not None else (False, error) for o in outcomes]
+        except _SpawnFailed as exc:
+            error = BrokenProcessPool(str(exc))
+            outcomes = [o if o is not None else (False, error) for o in outcomes]
+        except BaseException as exc:  # a bug here must not leave futures pending forever
+            logger.exception("adaptive_pool: process pool feeder failed")
+            error = BrokenProcessPool(f"the process pool failed internally: {exc!r}")
+            outcomes = [o if o is not None else (False, error) for o in outcomes]
+            if self.process is not None:
+                self.shared.retire(self.process)
+                self.process = None
+        batch.settle(outcomes)
+
+    def _ensure_process(self) -> _WorkerProcess:
+        if self.process is not None and not self.process.alive():
+            # Died while idle (the OOM killer picks big idle processes too):
+            # nothing of ours was running, so just replace it.
+            logger.info(
+                "adaptive_pool: idle worker process (pid %d) %s; starting another",
+                self.process.pid,
+                self.process.describe_death(),
+            )
+            self.shared.retire(self.process)
+            self.process = None
+        if self.process is None:
+            self.process = _spawn(self.shared)
+            self.done_here = 0
+        return self.process
+
+    def _exchange(
+        self,
+        payload: bytes,
+        piece: list[int],
+        stream: bool,
+        name: str,
+        outcomes: list[tuple[bool, Any] | None],
+    ) -> int:
+        """Run ``piece`` on the worker; fill ``outcomes``; return calls answered.
+
+        If the worker dies, the call it was running (streamed: the first
+        unanswered one; a chunk: all of them) fails with
+        :class:`WorkerCrashedError`; streamed calls after it stay
+        unanswered, to run on the next worker.
+        """
+        for _ in range(_HANDOFF_ATTEMPTS):
+            process = self._ensure_process()
+            if process.send(payload):
+                break
+            # The pipe was closed before the job went in: it never ran.
+            logger.info("adaptive_pool: worker process (pid %d) %s", process.pid, process.describe_death())
+            self.shared.retire(process)
+            self.process = None
+        else:
+            error = WorkerCrashedError(
+                f"{_HANDOFF_ATTEMPTS} worker processes in a row died before they could "
+                f"read the job for {name}; it did not run"
+            )
+            for i in piece:
+                outcomes[i] = (False, error)
+            return len(piece)
+        answered = 0
+        while answered < len(piece):
+            frame = process.recv()
+            if frame is None:
+                self._crashed(process, piece, answered, stream, name, outcomes)
+                return answered + (1 if stream else len(piece) - answered)
+            try:
+                kind, body = pickle.loads(frame)
+            except Exception as exc:
+                error = RemoteError(f"the worker's answer could not be unpickled: {exc!r}")
+                kind, body = ("one" if stream else "fail"), (False, error, "RemoteError", str(error), "")
+            del frame
+            if kind == "one":
+                outcomes[piece[answered]] = settle_outcome(body)
+                answered += 1
+            elif kind == "all":
+                for i, outcome in zip(piece[answered:], body):
+                    outcomes[i] = settle_outcome(outcome)
+                answered = len(piece)
+            else:  # "fail": the job could not be read; it applies to every call
+                ok_value = settle_outcome(body)
+                for i in piece[answered:]:
+                    outcomes[i] = ok_value
+                answered = len(piece)
+        return answered
+
+    def _crashed(
+        self,
+        process: _WorkerProcess,
+        piece: list[int],
+        answered: int,
+        stream: bool,
+        name: str,
+        outcomes: list[tuple[bool, Any] | None],
+    ) -> None:
+        how = process.describe_death()
+        if stream:
+            why = (
+                f"the worker process (pid {process.pid}) running {name}() {how}; "
+                "the task's effects in that process are lost"
+            )
+            lost = piece[answered : answered + 1]
+        else:
+            why = (
+                f"the worker process (pid {process.pid}) running a chunk of {len(piece)} calls "
+                f"of {name}() {how}; the chunk's results are lost (calls after the one that "
+                "crashed did not run)"
+            )
+            lost = piece[answered:]
+        logger.warning("adaptive_pool: %s", why)
+        error = WorkerCrashedError(why)
+        for i in lost:
+            outcomes[i] = (False, error)
+        self.shared.retire(process)
+        self.process = None
+
+
+def _dumps_job(
+    fn: Callable[..., Any],
+    calls: list[Call],
+    piece: list[int],
+    stream: bool,
+    outcomes: list[tuple[bool, Any] | None],
+) -> bytes | None:
+    """Pickle ``fn`` and the calls in ``piece`` for a worker.
+
+    What cannot be pickled fails only its own calls: an unpicklable function
+    fails all of them, unpicklable arguments fail only their call (its
+    outcome is set in ``outcomes``, it is left out of the job).  None if no
+    call is left to send.
+    """
     import cloudpickle
 
     try:
-        return cloudpickle.dumps((batch.fn, batch.calls), protocol=5)
+        return cloudpickle.dumps((fn, [calls[i] for i in piece], stream), protocol=5)
     except Exception as exc:
+        first_error: Exception = exc
+    try:
+        cloudpickle.dumps(fn, protocol=5)
+    except Exception as exc:
+        error = pickle.PicklingError(
+            f"the function {describe(fn)} could not be pickled to send it to a worker process: {exc}"
+        )
+        error.__cause__ = exc
+        for i in piece:
+            outcomes[i] = (False, error)
+        return None
+    sendable = []
+    for i in piece:
         try:
-            cloudpickle.dumps(batch.fn, protocol=5)
-        except Exception:
-            what = "the function"
+            cloudpickle.dumps(calls[i], protocol=5)
+        except Exception as exc:
+            error = pickle.PicklingError(
+                f"the arguments of this call of {describe(fn)} could not be pickled to send "
+                f"them to a worker process: {exc}"
+            )
+            error.__cause__ = exc
+            outcomes[i] = (False, error)
         else:
-            what = "the arguments"
-        raise pickle.PicklingError(
-            f"{what} could not be pickled to send to a worker process: {exc}"
-        ) from exc
-
-
-def _exchange(process: _WorkerProcess, payload: bytes) -> list[tuple[Any, ...]] | str:
-    """Send one batch and wait for its outcomes; a string says how the worker died."""
+            sendable.append(i)
+    if not sendable:
+        return None
     try:
-        process.outbox.send_bytes(payload)
-        reply = process.inbox.recv_bytes()
-    except (EOFError, OSError):
-        return process.describe_death()
-    try:
-        kind, outcomes = pickle.loads(reply)
-    except Exception as exc:
-        error = RemoteError(f"the worker's answer could not be unpickled: {exc!r}")
-        return [(False, error, "RemoteError", str(error), "")]
-    assert kind == "done"
-    return list(outcomes)
+        return cloudpickle.dumps((fn, [calls[i] for i in sendable], stream), protocol=5)
+    except Exception as exc:  # pickles alone, not together: give up on the lot
+        error = pickle.PicklingError(f"the job for {describe(fn)} could not be pickled: {first_error}")
+        error.__cause__ = exc
+        for i in sendable:
+            outcomes[i] = (False, error)
+        return None
 
 
 _LIVE_POOLS: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()
