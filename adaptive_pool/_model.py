@@ -119,15 +119,9 @@ class _Tree:
         self.right = right
         self.feature = feature
         self.threshold = threshold
-        # What scikit-learn's predict_proba does with a leaf: divide by its sum.
-        proba: list[list[float]] = []
-        for row in value:
-            total = 0.0
-            for p in row:
-                total += p
-            if total == 0.0:
-                total = 1.0
-            proba.append([p / total for p in row])
+        # The exporter stores each node's class probabilities exactly as the
+        # fitted tree's predict_proba returns them for a sample in that leaf.
+        proba = value
         self.proba = proba
 
     def leaf_proba(self, x: Sequence[float]) -> list[float]:
@@ -275,7 +269,9 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelPolicy:
     except UnicodeDecodeError:
         raise ModelError("is not a model file (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
-        if exc.pos >= len(text.rstrip()):
+        body = text.strip()
+        opened = body[:1] in ("{", "[")
+        if exc.pos >= len(body) or "Unterminated" in exc.msg or (opened and body[-1:] not in ("}", "]")):
             raise ModelError("is truncated (the JSON ends early)") from None
         raise ModelError(f"is not a model file (invalid JSON: {exc.msg} at line {exc.lineno})") from None
     return parse_model(data, str(p))

@@ -33,8 +33,32 @@ def _trees_of(estimator: Any) -> list[Any]:
     raise TypeError(f"cannot export {type(estimator).__name__}: use a decision tree or a forest of them")
 
 
+def _leaf_probabilities(tree: Any, n_classes: int) -> list[list[float]]:
+    """Each node's ``predict_proba`` output, computed as this scikit-learn does.
+
+    scikit-learn 1.4 and later store class fractions in ``tree_.value`` and
+    return them as they are; earlier versions store weighted counts and
+    divide by their sum (0 sums divide by 1).
+    """
+    import numpy as np
+    import sklearn
+
+    value = np.asarray(tree.tree_.value[:, 0, :n_classes], dtype=np.float64)
+    major, minor = (int(p) for p in sklearn.__version__.split(".")[:2])
+    if (major, minor) < (1, 4):
+        normalizer = value.sum(axis=1)[:, np.newaxis]
+        normalizer[normalizer == 0.0] = 1.0
+        value = value / normalizer
+    return [[float(p) for p in row] for row in value]
+
+
 def export_dict(estimator: Any, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON-ready form of a fitted tree or forest classifier."""
+    """The JSON-ready form of a fitted tree or forest classifier.
+
+    ``value`` holds each node's class probabilities exactly as the tree's
+    ``predict_proba`` gives them; the runtime averages them over the trees
+    in the same order as scikit-learn, so predictions match bit for bit.
+    """
     trees = []
     n_classes = len(estimator.classes_)
     for tree in _trees_of(estimator):
@@ -48,7 +72,7 @@ def export_dict(estimator: Any, metadata: Mapping[str, Any] | None = None) -> di
                 "feature": [int(v) if l != -1 else -2 for v, l in zip(t.feature, t.children_left)],
                 # repr round-trips every double exactly through JSON
                 "threshold": [float(v) for v in t.threshold],
-                "value": [[float(p) for p in row[0][:n_classes]] for row in t.value],
+                "value": _leaf_probabilities(tree, n_classes),
             }
         )
     return {
