@@ -334,6 +334,21 @@ def retrain(
     csv_path = Path(data) if data is not None else default_data_path(quick)
     say = echo or (lambda _msg: None)
     say(f"collecting timings into {csv_path} ({'quick' if quick else 'full'}; resumes if stopped)")
+    if not fresh and csv_path.exists():
+        # A finished collection is measured again (the machine may have
+        # changed); an interrupted one resumes.
+        from . import families as fam
+
+        done = {row["instance"] for row in read_rows(csv_path)}
+        plan = fam.instances(
+            quick=quick,
+            replicas=collect_options.get("replicas", 1),
+            families=collect_options.get("families"),
+        )
+        if all(inst.id in done for inst in plan):
+            fresh = True
+        else:
+            say(f"resuming: {len(done)} of {len(plan)} tasks already measured")
     collect(csv_path, quick=quick, fresh=fresh, progress=progress, **collect_options)
     return train(csv_path, output, echo=echo)
 
