@@ -185,7 +185,7 @@ def crashing_task(i: int, crash_at: int, how: str, work: int) -> int:
 @scenario
 def crash_submit(route: str, how: str, n: int = 24, crash_at: int = 9) -> dict[str, Any]:
     """One task of many kills its worker; what do the others see?"""
-    work = 20000 if route == "auto" else 2000  # ~2 ms: the heuristic says "process"
+    work = 50000 if route == "auto" else 2000  # a few ms: the heuristic says "process"
     ex = make_executor(route)
     decision = None
     if route == "auto":
@@ -433,14 +433,25 @@ def shutdown_while_submitting(route: str) -> dict[str, Any]:
 @scenario
 def dropped_executor(route: str) -> dict[str, Any]:
     """An executor dropped without shutdown(): its work finishes, its workers go."""
+    import weakref
+
     ex = make_executor(route) if route != "threads" else AutoExecutor(2, prefer="threads")
-    futures = [ex.submit(slow, i, 0.05) for i in range(4)]
+    first = ex.submit(slow, 0, 0.01)
+    first.result(30)
+    futures = [first] + [ex.submit(slow, i, 0.1) for i in range(1, 5)]
     pids = pool_pids(ex)
+    ref = weakref.ref(ex)
     del ex
     gc.collect()
     outcomes = [outcome(f) for f in futures]
     settle_down()
-    return {"outcomes": outcomes, "runs": runs(), "had_workers": bool(pids) or route == "threads"}
+    return {
+        "outcomes": outcomes,
+        "runs": runs(),
+        "worker_pids": pids,
+        "collected": ref() is None,
+        "workers_alive": [pid for pid in pids if is_running(pid)],
+    }
 
 
 @scenario
@@ -451,6 +462,68 @@ def exit_with_pending(route: str) -> dict[str, Any]:
         ex.submit(slow, i, 0.05)
     # The test reads the log after this interpreter has exited.
     return {"log": LOG, "skip_checks": True}
+
+
+class RaisingPolicy:
+    """A policy with a bug (or a model that cannot be evaluated)."""
+
+    source = "heuristic"
+
+    def choose(self, features: Any, allowed: Any) -> Choice:
+        raise RuntimeError("policy bug")
+
+
+def square(i: int) -> int:
+    return i * i
+
+
+@scenario
+def policy_raises() -> dict[str, Any]:
+    """The policy fails: every call must still complete (on a safe route) or fail, not hang."""
+    ex = AutoExecutor(2, policy=RaisingPolicy())
+    futures = [ex.submit(square, i) for i in range(10)]
+    mapping = _map_future(ex, square, range(5))
+    wait(futures + [mapping], timeout=10)
+    outcomes = [outcome(f, timeout=0) for f in futures]
+    mapped = outcome(mapping, timeout=0)
+    if not all(f.done() for f in futures + [mapping]):
+        # Hung: report, and leave without the exit-time wait that would hang too.
+        print(json.dumps({"outcomes": outcomes, "mapped": mapped, "hung": True}), flush=True)
+        os._exit(0)
+    ex.shutdown()
+    return {"outcomes": outcomes, "mapped": mapped, "hung": False}
+
+
+def _map_future(ex: AutoExecutor, fn: Callable[..., Any], items: Any) -> Future[Any]:
+    """Consume a map in a helper thread, so a hang shows as a timeout."""
+    box: Future[Any] = Future()
+
+    def consume() -> None:
+        try:
+            box.set_result(list(ex.map(fn, items)))
+        except BaseException as exc:
+            box.set_exception(exc)
+
+    threading.Thread(target=consume, daemon=True).start()
+    return box
+
+
+@scenario
+def callback_shutdown_from_callback(route: str) -> dict[str, Any]:
+    """A done-callback that shuts the executor down (wait=False) must not deadlock."""
+    ex = make_executor(route) if route != "threads" else AutoExecutor(2, prefer="threads")
+    called = threading.Event()
+
+    def cb(_: Future[Any]) -> None:
+        ex.shutdown(wait=False)
+        called.set()
+
+    f = ex.submit(square, 3)
+    f.add_done_callback(cb)
+    got = outcome(f)
+    finished = called.wait(10)
+    settle_down()
+    return {"result": got, "callback_finished": finished}
 
 
 @scenario
