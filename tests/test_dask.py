@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,28 @@ import pytest
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
-from adaptive_pool import AutoExecutor, RemoteTraceback, pin  # noqa: E402
-from adaptive_pool._workloads import python_loop  # noqa: E402
+from adaptive_pool import AutoExecutor, Choice, RemoteTraceback, pin
+from adaptive_pool._workloads import python_loop
 
 pytestmark = pytest.mark.timeout(60)
+
+
+class ByCpuShare:
+    """Test policy: processes for work that computes, threads for work that waits.
+
+    The measurements are real; the rule is plain so that a loaded machine
+    (or whatever model is installed) cannot make the expected route doubtful.
+    """
+
+    source = "heuristic"
+
+    def choose(self, features: Mapping[str, float], allowed: Sequence[str]) -> Choice:
+        if features.get("cpu_ratio", 0.0) > 0.2 and "process" in allowed:
+            return Choice("process", 1.0, "computes")
+        return Choice("thread", 1.0, "waits")
+
+
+POLICY = ByCpuShare()
 
 # Workloads: module level, so that Dask workers import them by name (they
 # start with this process's sys.path).
@@ -100,7 +119,7 @@ def worker_pids(client) -> set[int]:  # type: ignore[no-untyped-def]
 
 def test_results_in_order_and_cpu_work_runs_on_dask(client, worker_pids) -> None:  # type: ignore[no-untyped-def]
     items = [(i, 200_000) for i in range(16)]
-    with AutoExecutor(process_executor=client.get_executor()) as ex:
+    with AutoExecutor(process_executor=client.get_executor(), policy=POLICY) as ex:
         results = list(ex.map(loop_pid, items))
         decision = ex.decision_for(loop_pid)
     assert [value for _, value in results] == [python_loop(200_000) + i for i in range(16)]
@@ -111,7 +130,7 @@ def test_results_in_order_and_cpu_work_runs_on_dask(client, worker_pids) -> None
 
 
 def test_waiting_work_stays_on_local_threads(client) -> None:  # type: ignore[no-untyped-def]
-    with AutoExecutor(process_executor=client.get_executor()) as ex:
+    with AutoExecutor(process_executor=client.get_executor(), policy=POLICY) as ex:
         results = list(ex.map(sleep_pid, [(i, 0.01) for i in range(20)]))
         decision = ex.decision_for(sleep_pid)
     assert [index for _, index in results] == list(range(20))
@@ -120,7 +139,7 @@ def test_waiting_work_stays_on_local_threads(client) -> None:  # type: ignore[no
 
 
 def test_submit_results_and_errors_from_dask_workers(client, worker_pids) -> None:  # type: ignore[no-untyped-def]
-    with AutoExecutor(process_executor=client.get_executor()) as ex:
+    with AutoExecutor(process_executor=client.get_executor(), policy=POLICY) as ex:
         # Decide first (probes run locally), then the failures happen remotely.
         assert [f.result() for f in [ex.submit(loop_or_fail, i) for i in (0, 1, 2)]] == [
             python_loop(150_000) + i for i in (0, 1, 2)
@@ -191,7 +210,7 @@ def test_cancel_work_queued_on_the_cluster(client, tmp_path) -> None:  # type: i
     ),
 )
 def test_identical_calls_each_run_with_the_default_dask_executor(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with AutoExecutor(process_executor=client.get_executor()) as ex:
+    with AutoExecutor(process_executor=client.get_executor(), policy=POLICY) as ex:
         for future in [ex.submit(leave_a_trace, str(tmp_path)) for _ in range(12)]:
             future.result()
     assert len(list(tmp_path.iterdir())) == 12
@@ -217,7 +236,9 @@ def test_joblib_backend_with_dask_as_the_process_route(client, worker_pids) -> N
     from adaptive_pool import register_joblib_backend
 
     register_joblib_backend()
-    with joblib.parallel_config(backend="adaptive", process_executor=client.get_executor()):
+    with joblib.parallel_config(
+        backend="adaptive", process_executor=client.get_executor(), policy=POLICY
+    ):
         results = joblib.Parallel(n_jobs=-1)(joblib.delayed(loop_pid)((i, 150_000)) for i in range(12))
     assert [value for _, value in results] == [python_loop(150_000) + i for i in range(12)]
     assert {pid for pid, _ in results} & worker_pids

@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 joblib = pytest.importorskip("joblib")
-from joblib import Parallel, delayed, parallel_config  # noqa: E402
+from joblib import Parallel, delayed, parallel_config
 
-from adaptive_pool import AutoExecutor, Choice, register_joblib_backend  # noqa: E402
-from adaptive_pool._workloads import python_loop  # noqa: E402
+from adaptive_pool import AutoExecutor, Choice, register_joblib_backend
+from adaptive_pool._workloads import python_loop
 
 register_joblib_backend()
 
@@ -69,6 +69,24 @@ def nested_sum(n: int) -> int:
     return sum(Parallel(n_jobs=2)(delayed(square)(j) for j in range(n)))
 
 
+class ByCpuShare:
+    """Test policy: processes for work that computes, threads for work that waits.
+
+    The measurements are real; the rule is plain so that a loaded machine
+    (or whatever model is installed) cannot make the expected route doubtful.
+    """
+
+    source = "heuristic"
+
+    def choose(self, features: Mapping[str, float], allowed: Sequence[str]) -> Choice:
+        if features.get("cpu_ratio", 0.0) > 0.2 and "process" in allowed:
+            return Choice("process", 1.0, "computes")
+        return Choice("thread", 1.0, "waits")
+
+
+POLICY = ByCpuShare()
+
+
 class InlinePolicy:
     """Sends everything to the inline route."""
 
@@ -80,7 +98,7 @@ class InlinePolicy:
 
 def test_results_match_serial_for_list_and_explicit_n_jobs() -> None:
     expected = [square(i) for i in range(200)]
-    with parallel_config(backend="adaptive"):
+    with parallel_config(backend="adaptive", policy=POLICY):
         assert Parallel(n_jobs=-1)(delayed(square)(i) for i in range(200)) == expected
         assert Parallel(n_jobs=2)(delayed(square)(i) for i in range(200)) == expected
         assert Parallel(n_jobs=-1)([]) == []
@@ -94,14 +112,14 @@ def test_backend_by_name_in_parallel() -> None:
 
 def test_n_jobs_one_runs_sequentially_in_the_caller() -> None:
     me = threading.get_ident()
-    with parallel_config(backend="adaptive"):
+    with parallel_config(backend="adaptive", policy=POLICY):
         idents = Parallel(n_jobs=1)(delayed(lambda _: threading.get_ident())(i) for i in range(5))
     assert set(idents) == {me}
 
 
 def test_python_loop_goes_to_processes_and_sleep_stays_on_threads() -> None:
     me = os.getpid()
-    with parallel_config(backend="adaptive"):
+    with parallel_config(backend="adaptive", policy=POLICY):
         loops = Parallel(n_jobs=-1)(delayed(loop_pid)(300_000) for _ in range(16))
         sleeps = Parallel(n_jobs=-1)(delayed(sleep_pid)(20) for _ in range(16))
     assert [value for _, value in loops] == [python_loop(300_000)] * 16
@@ -109,7 +127,7 @@ def test_python_loop_goes_to_processes_and_sleep_stays_on_threads() -> None:
     assert {pid for pid, _ in loops} - {me}
     assert set(sleeps) == {me}
     # The decisions are the executor's, per function (kept process-wide).
-    ex = AutoExecutor()
+    ex = AutoExecutor(policy=POLICY)
     try:
         loop_decision = ex.decision_for(loop_pid)
         sleep_decision = ex.decision_for(sleep_pid)
@@ -120,7 +138,7 @@ def test_python_loop_goes_to_processes_and_sleep_stays_on_threads() -> None:
 
 
 def test_return_as_generator_and_unordered() -> None:
-    with parallel_config(backend="adaptive"):
+    with parallel_config(backend="adaptive", policy=POLICY):
         gen = Parallel(n_jobs=-1, return_as="generator")(delayed(square)(i) for i in range(300))
         assert not isinstance(gen, list)
         assert list(gen) == [i * i for i in range(300)]
@@ -131,14 +149,14 @@ def test_return_as_generator_and_unordered() -> None:
 
 
 def test_generator_with_cpu_work_in_processes() -> None:
-    with parallel_config(backend="adaptive"):
+    with parallel_config(backend="adaptive", policy=POLICY):
         gen = Parallel(n_jobs=-1, return_as="generator")(delayed(loop_pid)(200_000) for _ in range(10))
         values = [value for _, value in gen]
     assert values == [python_loop(200_000)] * 10
 
 
 def test_error_in_a_task_on_threads_keeps_type_and_message() -> None:
-    with parallel_config(backend="adaptive"):
+    with parallel_config(backend="adaptive", policy=POLICY):
         with pytest.raises(KeyError, match="no key 3"):
             Parallel(n_jobs=2)(delayed(fail_on)(i) for i in range(10))
         # The backend (and its shared executor) still work afterwards.
@@ -146,7 +164,7 @@ def test_error_in_a_task_on_threads_keeps_type_and_message() -> None:
 
 
 def test_error_in_a_task_in_a_worker_process() -> None:
-    with parallel_config(backend="adaptive"):
+    with parallel_config(backend="adaptive", policy=POLICY):
         # Warm up: the function is decided "process" before it fails.
         Parallel(n_jobs=-1)(delayed(loop_or_fail)(i) for i in range(6))
         with pytest.raises(ValueError, match="bad item 13"):
@@ -154,7 +172,7 @@ def test_error_in_a_task_in_a_worker_process() -> None:
         assert Parallel(n_jobs=-1)(delayed(loop_or_fail)(i) for i in range(4)) == [
             python_loop(100_000) + i for i in range(4)
         ]
-    decision = AutoExecutor().decision_for(loop_or_fail)
+    decision = AutoExecutor(policy=POLICY).decision_for(loop_or_fail)
     assert decision is not None and decision.backend == "process"
 
 
@@ -175,7 +193,7 @@ def test_error_cancels_batches_not_started() -> None:
     _started.clear()
     _release.clear()
     try:
-        with parallel_config(backend="adaptive"):
+        with parallel_config(backend="adaptive", policy=POLICY):
             with pytest.raises(RuntimeError, match="first task fails"):
                 Parallel(n_jobs=2, pre_dispatch="all", batch_size=1)(delayed(gated)(i) for i in range(40))
         running_at_abort = len(_started)
@@ -188,14 +206,14 @@ def test_error_cancels_batches_not_started() -> None:
 
 def test_prefer_threads_keeps_cpu_work_in_this_process() -> None:
     me = os.getpid()
-    with parallel_config(backend="adaptive"):
+    with parallel_config(backend="adaptive", policy=POLICY):
         pids = Parallel(n_jobs=-1, prefer="threads")(delayed(loop_pid)(100_000) for _ in range(8))
     assert {pid for pid, _ in pids} == {me}
 
 
 def test_prefer_processes_sends_work_to_processes() -> None:
     me = os.getpid()
-    with parallel_config(backend="adaptive"):
+    with parallel_config(backend="adaptive", policy=POLICY):
         pids = Parallel(n_jobs=2, prefer="processes")(delayed(sleep_pid)(1) for _ in range(4))
     assert me not in set(pids)
 
@@ -203,7 +221,7 @@ def test_prefer_processes_sends_work_to_processes() -> None:
 def test_require_sharedmem_keeps_side_effects() -> None:
     out = [0] * 12
     me = os.getpid()
-    with parallel_config(backend="adaptive"):
+    with parallel_config(backend="adaptive", policy=POLICY):
         Parallel(n_jobs=-1, require="sharedmem")(delayed(fill)(out, i) for i in range(12))
         pids = Parallel(n_jobs=-1, require="sharedmem")(delayed(loop_pid)(100_000) for _ in range(8))
     assert out == [i * i for i in range(12)]
@@ -218,14 +236,14 @@ def loop_pid_shared_first(n: int) -> tuple[int, int]:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "executor: AutoExecutor._features records picklable=0 when processes are not "
+        "executor: AutoExecutor._learn_facts records picklable=False when processes are not "
         "allowed (require='sharedmem') and stores that in the process-wide PROFILES, "
         "so later executors that allow processes never send the function there"
     ),
 )
 def test_a_sharedmem_run_does_not_keep_the_function_off_processes_later() -> None:
     me = os.getpid()
-    with parallel_config(backend="adaptive"):
+    with parallel_config(backend="adaptive", policy=POLICY):
         Parallel(n_jobs=-1, require="sharedmem")(delayed(loop_pid_shared_first)(300_000) for _ in range(4))
         pids = Parallel(n_jobs=-1)(delayed(loop_pid_shared_first)(300_000) for _ in range(8))
     assert {pid for pid, _ in pids} - {me}
@@ -235,14 +253,14 @@ def test_functions_returning_none_are_not_sent_to_processes() -> None:
     # Without require="sharedmem", loky would lose these writes; the
     # executor's rule (None results mean side effects) keeps them here.
     out = [0] * 12
-    with parallel_config(backend="adaptive"):
+    with parallel_config(backend="adaptive", policy=POLICY):
         results = Parallel(n_jobs=-1)(delayed(fill_squares)(out, i) for i in range(12))
     assert results == [None] * 12
     assert out == [i * i for i in range(12)]
 
 
 def test_nested_parallel_inside_a_task() -> None:
-    with parallel_config(backend="adaptive"):
+    with parallel_config(backend="adaptive", policy=POLICY):
         assert Parallel(n_jobs=2)(delayed(nested_sum)(n) for n in range(5)) == [
             sum(j * j for j in range(n)) for n in range(5)
         ]
@@ -258,7 +276,7 @@ def test_executor_options_as_backend_parameters() -> None:
 
 
 def test_managed_parallel_reuses_the_backend() -> None:
-    with parallel_config(backend="adaptive"):
+    with parallel_config(backend="adaptive", policy=POLICY):
         with Parallel(n_jobs=2) as parallel:
             first = parallel(delayed(square)(i) for i in range(20))
             second = parallel(delayed(square)(i) for i in range(20, 40))
