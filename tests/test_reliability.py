@@ -1,0 +1,591 @@
+"""Faults a task can cause, bad input, and hostile use: the failing call fails
+alone, with a clear exception; everything else arrives; nothing hangs.
+
+Process crashes are in ``test_crashes.py``.  Scenarios that end an
+interpreter, drop an executor or may hang run in a subprocess
+(``tests/scripts/scenarios.py``); the rest run here against executors shared
+per module (process pools are slow to start).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import CancelledError, Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Iterator
+
+import pytest
+
+from adaptive_pool import AutoExecutor, Choice, RemoteTraceback, WorkerCrashedError, pin
+from adaptive_pool._batch import Batch
+from adaptive_pool._workers import RemoteError, WorkerPool
+from adaptive_pool._workloads import python_loop
+
+SCENARIOS = os.path.join(os.path.dirname(__file__), "scripts", "scenarios.py")
+ROUTES = ("threads", "processes", "inline")
+
+
+def run_scenario(name: str, timeout: float = 60, **kwargs: Any) -> tuple[dict[str, Any], str]:
+    """Run one scenario in a fresh interpreter; return (its JSON report, its stderr)."""
+    proc = subprocess.run(
+        [sys.executable, SCENARIOS, name, json.dumps(kwargs)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"scenario {name} failed ({proc.returncode}):\n{proc.stderr}"
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def assert_clean(report: dict[str, Any], stderr: str) -> None:
+    assert report["threads"] == [], "threads left running"
+    assert report["children"] == [], "processes left running"
+    assert stderr == ""
+
+
+@pytest.fixture(scope="module")
+def executors() -> Iterator[dict[str, AutoExecutor]]:
+    pool = {route: AutoExecutor(2, prefer=route) for route in ROUTES}
+    yield pool
+    for ex in pool.values():
+        ex.shutdown()
+
+
+@pytest.fixture(params=ROUTES)
+def ex(request: pytest.FixtureRequest, executors: dict[str, AutoExecutor]) -> AutoExecutor:
+    return executors[request.param]
+
+
+def outcome(future: Future[Any], timeout: float = 30) -> tuple[Any, ...]:
+    try:
+        return ("ok", future.result(timeout))
+    except CancelledError:
+        return ("cancelled",)
+    except BaseException as exc:
+        return ("error", type(exc), str(exc))
+
+
+# ----------------------------------------------------------------------
+# task functions (module level: the process route imports them by name)
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def fail_with(kind: str, x: int) -> int:
+    if kind == "value":
+        raise ValueError(f"bad value {x}")
+    if kind == "system_exit":
+        raise SystemExit(x)
+    if kind == "keyboard":
+        raise KeyboardInterrupt(f"interrupt {x}")
+    if kind == "unpicklable_exc":
+        raise TwoArgError("first", x)
+    return x
+
+
+class TwoArgError(Exception):
+    """Pickles, but does not unpickle: __init__ wants two arguments."""
+
+    def __init__(self, a: str, b: int) -> None:
+        super().__init__(f"{a} and {b}")
+
+
+def returns_unpicklable(x: int) -> Any:
+    if x == 2:
+        return threading.Lock()
+    return x
+
+
+def heavy(x: int, payload: Any = None) -> int:
+    python_loop(20000)
+    return x
+
+
+# ----------------------------------------------------------------------
+# Exceptions
+
+
+def test_exception_keeps_type_message_and_traceback(ex: AutoExecutor) -> None:
+    futures = [ex.submit(fail_with, "value" if i == 1 else "none", i) for i in range(4)]
+    assert [f.result(30) for f in futures if f is not futures[1]] == [0, 2, 3]
+    exc = futures[1].exception(30)
+    assert type(exc) is ValueError and str(exc) == "bad value 1"
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    assert "in fail_with" in text and 'raise ValueError(f"bad value {x}")' in text
+    if ex._forced == "process":
+        assert isinstance(exc.__cause__, RemoteTraceback)  # the worker's traceback text
+
+
+def test_exception_that_cannot_be_unpickled_is_wrapped(ex: AutoExecutor) -> None:
+    futures = [ex.submit(fail_with, "unpicklable_exc" if i == 0 else "none", i) for i in range(3)]
+    exc = futures[0].exception(30)
+    if ex._forced == "process":
+        assert isinstance(exc, RemoteError)
+        assert str(exc) == "TwoArgError: first and 0"
+        assert "in fail_with" in exc.__cause__.tb
+    else:
+        assert isinstance(exc, TwoArgError)  # no pickling on this route
+    assert [f.result(30) for f in futures[1:]] == [1, 2]
+    assert ex.submit(identity, 5).result(30) == 5
+
+
+@pytest.mark.parametrize("kind, exc_type", [("system_exit", SystemExit), ("keyboard", KeyboardInterrupt)])
+def test_system_exit_and_keyboard_interrupt_fail_only_their_future(
+    ex: AutoExecutor, kind: str, exc_type: type[BaseException]
+) -> None:
+    futures = [ex.submit(fail_with, kind if i == 2 else "none", i) for i in range(5)]
+    wait(futures, timeout=30)
+    exc = futures[2].exception(0)
+    assert type(exc) is exc_type
+    assert [f.result(0) for i, f in enumerate(futures) if i != 2] == [0, 1, 3, 4]
+    assert ex.submit(identity, "still here").result(30) == "still here"
+
+
+def test_exception_in_a_probe_fails_only_that_future() -> None:
+    def first_call_fails(x: int) -> int:
+        if x == 0:
+            raise LookupError("probe failed")
+        return x * 3
+
+    with AutoExecutor(2) as auto:
+        futures = [auto.submit(first_call_fails, i) for i in range(20)]
+        exc = futures[0].exception(30)
+        assert type(exc) is LookupError and str(exc) == "probe failed"
+        assert [f.result(30) for f in futures[1:]] == [i * 3 for i in range(1, 20)]
+        assert list(auto.map(first_call_fails, [1, 2])) == [3, 6]
+
+
+def test_system_exit_in_a_probe_fails_only_that_future() -> None:
+    def exits_once(x: int) -> int:
+        if x == 0:
+            raise SystemExit("probe exits")
+        return x
+
+    with AutoExecutor(2) as auto:
+        futures = [auto.submit(exits_once, i) for i in range(10)]
+        assert type(futures[0].exception(30)) is SystemExit
+        assert [f.result(30) for f in futures[1:]] == list(range(1, 10))
+
+
+# ----------------------------------------------------------------------
+# Pickling
+
+
+def test_unpicklable_arguments_fail_only_their_call(executors: dict[str, AutoExecutor]) -> None:
+    ex = executors["processes"]
+    lock = threading.Lock()
+    futures = [ex.submit(identity, lock if i == 1 else i) for i in range(4)]
+    got = [outcome(f) for f in futures]
+    assert got[0] == ("ok", 0) and got[2] == ("ok", 2) and got[3] == ("ok", 3)
+    kind, exc_type, message = got[1]
+    assert exc_type is pickle.PicklingError
+    assert "arguments" in message and "identity" in message and "lock" in message
+    assert ex.submit(identity, 9).result(30) == 9
+
+
+def test_unpicklable_function_says_so(executors: dict[str, AutoExecutor]) -> None:
+    ex = executors["processes"]
+    lock = threading.Lock()
+
+    def closes_over_lock(x: int) -> bool:
+        return lock.locked()
+
+    exc = ex.submit(closes_over_lock, 1).exception(30)
+    assert isinstance(exc, pickle.PicklingError)
+    assert "the function" in str(exc) and "closes_over_lock" in str(exc) and "lock" in str(exc)
+    assert ex.submit(identity, 3).result(30) == 3
+
+
+def test_unpicklable_result_fails_only_its_call(executors: dict[str, AutoExecutor]) -> None:
+    ex = executors["processes"]
+    futures = [ex.submit(returns_unpicklable, i) for i in range(4)]
+    got = [outcome(f) for f in futures]
+    assert [g for i, g in enumerate(got) if i != 2] == [("ok", 0), ("ok", 1), ("ok", 3)]
+    kind, exc_type, message = got[2]
+    assert exc_type is pickle.PicklingError
+    assert "result (lock)" in message and "could not be pickled" in message
+    assert list(ex.map(returns_unpicklable, [5, 6])) == [5, 6]
+
+
+def test_unpicklable_work_runs_without_pickling_on_the_automatic_path() -> None:
+    # The probes see that the function or its result do not pickle: the
+    # work stays on a route that needs no pickling, and every call succeeds.
+    lock = threading.Lock()
+
+    def heavy_closure(x: int) -> int:
+        python_loop(20000)
+        return x if not lock.locked() else -1
+
+    def heavy_returns_lock(x: int) -> Any:
+        python_loop(20000)
+        return threading.Lock()
+
+    with AutoExecutor(2) as auto:
+        assert [f.result(30) for f in [auto.submit(heavy_closure, i) for i in range(12)]] == list(range(12))
+        results = [f.result(30) for f in [auto.submit(heavy_returns_lock, i) for i in range(12)]]
+        assert all(type(r) is type(lock) for r in results)
+        for fn in (heavy_closure, heavy_returns_lock):
+            decision = auto.decision_for(fn)
+            assert decision is not None and decision.backend != "process"
+
+
+def test_unpicklable_argument_on_the_automatic_path_fails_alone() -> None:
+    # Decided "process" from earlier calls; one call then brings a lock.
+    class ProcessPolicy:
+        source = "heuristic"
+
+        def choose(self, features: Any, allowed: Any) -> Choice:
+            return Choice("process" if "process" in allowed else "thread", 1.0, "test")
+
+    with AutoExecutor(2, policy=ProcessPolicy()) as auto:
+        assert [auto.submit(heavy, i).result(30) for i in range(3)] == [0, 1, 2]
+        futures = [auto.submit(heavy, i, threading.Lock() if i == 4 else None) for i in range(8)]
+        got = [outcome(f) for f in futures]
+        assert [g for i, g in enumerate(got) if i != 4] == [("ok", i) for i in range(8) if i != 4]
+        assert got[4][1] is pickle.PicklingError and "arguments" in got[4][2]
+
+
+def crash_if_three(x: int) -> int:
+    if x == 3:
+        os._exit(9)
+    return x
+
+
+def test_worker_pool_batch_crash_costs_one_call() -> None:
+    # The pool itself: one batch of 8 calls, the 4th kills its worker.  The
+    # three before keep their results, the four after run on a new worker.
+    pool = WorkerPool(1)
+    try:
+        futures: list[Future[Any]] = [Future() for _ in range(8)]
+        finished = threading.Event()
+        batch = Batch(crash_if_three, [((i,), {}) for i in range(8)], futures, on_done=lambda b: finished.set())
+        pool.submit(batch)
+        assert finished.wait(30)
+        got = [outcome(f, 0) for f in futures]
+        assert [g for i, g in enumerate(got) if i != 3] == [("ok", i) for i in range(8) if i != 3]
+        assert got[3][1] is WorkerCrashedError and "exited with code 9" in got[3][2]
+        assert issubclass(WorkerCrashedError, BrokenProcessPool)
+    finally:
+        pool.shutdown()
+    assert pool.worker_pids() == []
+
+
+def test_worker_pool_splits_batches_for_max_tasks_per_child() -> None:
+    pool = WorkerPool(1, max_tasks_per_child=3)
+    try:
+        futures: list[Future[Any]] = [Future() for _ in range(7)]
+        done = threading.Event()
+        pool.submit(Batch(_pid_of, [((i,), {}) for i in range(7)], futures, on_done=lambda b: done.set()))
+        assert done.wait(30)
+        pids = [f.result(0) for f in futures]
+        # 3 + 3 + 1 calls: three worker processes, in order.
+        assert len(set(pids[0:3])) == len(set(pids[3:6])) == 1
+        assert len({pids[0], pids[3], pids[6]}) == 3
+    finally:
+        pool.shutdown()
+
+
+def _pid_of(_: int) -> int:
+    return os.getpid()
+
+
+# ----------------------------------------------------------------------
+# Concurrency and callbacks
+
+
+def test_many_threads_submitting_at_once(ex: AutoExecutor) -> None:
+    results: dict[int, list[Future[Any]]] = {}
+    start = threading.Barrier(8)
+
+    def submitter(k: int) -> None:
+        start.wait()
+        results[k] = [ex.submit(identity, (k, i)) for i in range(300)]
+
+    threads = [threading.Thread(target=submitter, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for k in range(8):
+        assert [f.result(60) for f in results[k]] == [(k, i) for i in range(300)]
+
+
+def test_many_threads_submitting_on_the_automatic_path() -> None:
+    def work(x: int) -> int:
+        return x + 1
+
+    with AutoExecutor(2) as auto:
+        out: dict[int, list[int]] = {}
+
+        def submitter(k: int) -> None:
+            futures = [auto.submit(work, i) for i in range(500)]
+            out[k] = [f.result(60) for f in futures]
+
+        threads = [threading.Thread(target=submitter, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert all(out[k] == list(range(1, 501)) for k in range(8))
+
+
+def test_callbacks_that_submit_more_work(ex: AutoExecutor) -> None:
+    done = threading.Event()
+    seen: list[int] = []
+
+    def chain(future: Future[Any]) -> None:
+        value = future.result()
+        seen.append(value)
+        if value < 30:
+            ex.submit(identity, value + 1).add_done_callback(chain)
+        else:
+            done.set()
+
+    ex.submit(identity, 0).add_done_callback(chain)
+    assert done.wait(60)
+    assert seen == list(range(31))
+
+
+def test_callback_that_raises_is_logged_and_harms_nothing(
+    ex: AutoExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    def bad_callback(_: Future[Any]) -> None:
+        raise RuntimeError("callback bug")
+
+    with caplog.at_level(logging.ERROR, logger="concurrent.futures"):
+        futures = [ex.submit(identity, i) for i in range(6)]
+        futures[2].add_done_callback(bad_callback)
+        assert [f.result(30) for f in futures] == list(range(6))
+        wait(futures)
+        late = ex.submit(identity, 99)
+        late.add_done_callback(bad_callback)
+        assert late.result(30) == 99
+        deadline = time.monotonic() + 10
+        while sum("callback bug" in r.getMessage() or "callback bug" in (r.exc_text or "") for r in caplog.records) < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    # As the standard library: "exception calling callback for <Future ...>".
+    assert any("exception calling callback" in r.getMessage() for r in caplog.records)
+    assert list(ex.map(identity, range(3))) == [0, 1, 2]
+
+
+def _raising_iterable(n: int) -> Iterator[int]:
+    yield from range(n)
+    raise ValueError("the iterable broke")
+
+
+def test_map_over_an_iterable_that_raises(ex: AutoExecutor) -> None:
+    with pytest.raises(ValueError, match="the iterable broke"):
+        list(ex.map(identity, _raising_iterable(5)))
+    with pytest.raises(ValueError, match="the iterable broke"):
+        got = []
+        for value in ex.map(identity, _raising_iterable(5), buffersize=2):
+            got.append(value)
+    # Lazily, where the iterable broke: as in Python 3.14's map, the next input
+    # is taken (here: the raise) before each result is handed out.
+    assert got == [0, 1, 2]
+    assert list(ex.map(identity, range(4))) == [0, 1, 2, 3]
+
+
+def slow_identity(x: float) -> float:
+    time.sleep(x)
+    return x
+
+
+def test_map_timeout_expires(ex: AutoExecutor) -> None:
+    results = ex.map(slow_identity, [0.0, 1.0, 1.0, 1.0], timeout=0.3)
+    assert next(results) == 0.0
+    with pytest.raises(TimeoutError):
+        next(results)
+    # The executor is still usable, and nothing waits on the abandoned map.
+    assert ex.submit(identity, 7).result(30) == 7
+
+
+def test_map_timeout_on_the_automatic_path() -> None:
+    with AutoExecutor(2) as auto:
+        with pytest.raises(TimeoutError):
+            list(auto.map(slow_identity, [0.5] * 6, timeout=0.2))
+        assert list(auto.map(identity, [1, 2])) == [1, 2]
+
+
+# ----------------------------------------------------------------------
+# Shutdown and lifetime (in subprocesses)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("route", ["threads", "processes", "auto"])
+def test_shutdown_without_wait_returns_with_a_task_stuck(route: str) -> None:
+    report, stderr = run_scenario("shutdown_nowait_stuck", route=route)
+    assert report["still_running_after_shutdown"] is True  # it returned before the task ended
+    assert report["refused"] == "cannot schedule new futures after shutdown"
+    assert report["result"] == ["ok", 0] and report["runs"] == {"0": 1}
+    assert_clean(report, stderr)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("route", ROUTES)
+def test_shutdown_cancel_futures(route: str) -> None:
+    report, stderr = run_scenario("shutdown_cancel", route=route)
+    states = report["states"]
+    assert states[0] == ["ok", 0]
+    assert states[1:] == [["cancelled"]] * 5
+    assert report["runs"] == {"0": 1}
+    assert_clean(report, stderr)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("route", ["threads", "processes", "inline", "auto"])
+def test_shutdown_from_another_thread_while_submitting(route: str) -> None:
+    report, stderr = run_scenario("shutdown_while_submitting", route=route)
+    assert report["submitted"] > 0
+    assert report["not_done"] == 0  # every future submit() returned ended
+    assert report["refused"] == [0, 1, 2, 3]  # every submitter was told, with RuntimeError
+    assert report["errors"] == []
+    assert_clean(report, stderr)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("route", ["threads", "processes", "auto"])
+def test_executor_dropped_without_shutdown(route: str) -> None:
+    report, stderr = run_scenario("dropped_executor", route=route)
+    assert report["outcomes"] == [["ok", i] for i in range(5)]
+    assert report["runs"] == {str(i): 1 for i in range(5)}
+    assert report["collected"] is True  # no thread keeps the executor alive
+    assert report["workers_alive"] == []
+    if route == "processes":
+        assert report["worker_pids"]
+    assert_clean(report, stderr)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("route", ["threads", "processes"])
+def test_interpreter_exit_finishes_pending_work(route: str) -> None:
+    report, stderr = run_scenario("exit_with_pending", route=route)
+    with open(report["log"]) as fh:
+        ran = sorted(int(line) for line in fh)
+    assert ran == list(range(6))
+    assert stderr == ""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("route", ["threads", "processes"])
+def test_shutdown_from_a_done_callback(route: str) -> None:
+    report, stderr = run_scenario("callback_shutdown_from_callback", route=route)
+    assert report["result"] == ["ok", 9] and report["callback_finished"] is True
+    assert_clean(report, stderr)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "_executor.AutoExecutor._decide lets a policy's exception escape into the probe's "
+        "done-callback (route thread) or the deadline Timer thread: the decision is never "
+        "taken, pending futures never settle, shutdown(wait=True) and interpreter exit hang"
+    ),
+)
+def test_a_failing_policy_does_not_hang_anything() -> None:
+    report, _ = run_scenario("policy_raises")
+    assert report["hung"] is False
+    assert report["outcomes"] == [["ok", i * i] for i in range(10)]
+    assert report["mapped"] == ["ok", [0, 1, 4, 9, 16]]
+
+
+# ----------------------------------------------------------------------
+# Bad input: the standard library's exception types, at the call that got them
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc_type, words",
+    [
+        ({"max_workers": 0}, ValueError, "max_workers"),
+        ({"max_workers": -1}, ValueError, "max_workers"),
+        ({"max_workers": "2"}, TypeError, "max_workers"),
+        ({"max_workers": 2.0}, TypeError, "max_workers"),
+        ({"prefer": "gpu"}, ValueError, "prefer"),
+        ({"require": "nothing"}, ValueError, "require"),
+        ({"prefer": "processes", "require": "sharedmem"}, ValueError, "sharedmem"),
+        ({"initializer": 5}, TypeError, "initializer"),
+        ({"max_tasks_per_child": 0}, ValueError, "max_tasks_per_child"),
+        ({"max_tasks_per_child": "1"}, TypeError, "max_tasks_per_child"),
+        ({"probes": 0}, ValueError, "probes"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs: dict[str, Any], exc_type: type[Exception], words: str) -> None:
+    with pytest.raises(exc_type, match=words):
+        AutoExecutor(**kwargs)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "AutoExecutor.__init__ does not check probe_deadline: 'x' is accepted and later raises "
+        "TypeError in the deadline Timer thread (printed on stderr, the decision never comes "
+        "from the deadline); -1 is accepted silently"
+    ),
+)
+@pytest.mark.parametrize("value, exc_type", [("x", TypeError), (-1, ValueError), (float("nan"), ValueError)])
+def test_bad_probe_deadline(value: Any, exc_type: type[Exception]) -> None:
+    with pytest.raises(exc_type, match="probe_deadline"):
+        AutoExecutor(probe_deadline=value)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "AutoExecutor.__init__ does not check policy, process_executor or mp_context: a wrong "
+        "object fails later, far from the call (AttributeError in a route thread, or a hang "
+        "for policy)"
+    ),
+)
+@pytest.mark.parametrize("name", ["policy", "process_executor", "mp_context"])
+def test_bad_collaborator_objects(name: str) -> None:
+    with pytest.raises(TypeError, match=name):
+        AutoExecutor(**{name: 5})
+
+
+def test_bad_submit_and_map_arguments(executors: dict[str, AutoExecutor]) -> None:
+    ex = executors["threads"]
+    with pytest.raises(TypeError, match="not callable"):
+        ex.submit(5)
+    with pytest.raises(TypeError):
+        ex.submit()  # type: ignore[call-arg]
+
+    async def coroutine() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="coroutine"):
+        ex.submit(coroutine)
+    with pytest.raises(TypeError, match="not callable"):
+        ex.map(5, [1])
+    with pytest.raises(ValueError, match="chunksize"):
+        ex.map(identity, [1], chunksize=0)
+    with pytest.raises(ValueError, match="buffersize"):
+        ex.map(identity, [1], buffersize=0)
+    with pytest.raises(TypeError, match="buffersize"):
+        ex.map(identity, [1], buffersize="2")
+    with pytest.raises(TypeError, match="not iterable"):
+        ex.map(identity, 5)
+    with pytest.raises(ValueError, match="pin"):
+        pin("gpu")
+    assert ex.submit(identity, 1).result(30) == 1  # none of this hurt the executor
+
+
+def test_use_after_shutdown_raises_runtime_error() -> None:
+    ex = AutoExecutor(1)
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(identity, 1)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.map(identity, [1])
+    ex.shutdown()  # a second shutdown is harmless
