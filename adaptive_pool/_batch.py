@@ -9,10 +9,11 @@ its own exception.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable, Sequence
 
-__all__ = ["Batch", "Call", "CANCELLED"]
+__all__ = ["Batch", "Call", "CANCELLED", "Outcomes"]
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
 
@@ -29,10 +30,63 @@ def _invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any
         return False, exc
 
 
+class Outcomes:
+    """The ``(ok, value)`` outcomes of a collected batch, readable as they come.
+
+    ``map`` reads them while the batch still runs, so that a result is
+    yielded (and ``timeout`` judged) call by call, as with the standard
+    library's thread pool, although many calls travel together.  Routes that
+    get a chunk's outcomes at once (processes) deliver them all together, as
+    ``ProcessPoolExecutor.map`` does with ``chunksize``.
+    """
+
+    __slots__ = ("items", "closed", "_cond", "_waiters")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        #: True once no more outcomes will come (finished, failed or cancelled).
+        self.closed = False
+        self._cond = threading.Condition(threading.Lock())
+        self._waiters = 0
+
+    def add(self, outcome: tuple[bool, Any]) -> None:
+        self.items.append(outcome)
+        if self._waiters:  # tiny calls: no lock unless someone waits
+            with self._cond:
+                self._cond.notify_all()
+
+    def extend(self, outcomes: Sequence[tuple[bool, Any]]) -> None:
+        self.items.extend(outcomes)
+        if self._waiters:
+            with self._cond:
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def wait_for(self, count: int, timeout: float | None) -> bool:
+        """Wait until more than ``count`` outcomes exist or no more will come.
+
+        Returns False on timeout.
+        """
+        if len(self.items) > count or self.closed:
+            return True
+        with self._cond:
+            self._waiters += 1
+            try:
+                # The producer appends, then reads _waiters; we raised
+                # _waiters, then read the length: one of us sees the other.
+                return self._cond.wait_for(lambda: len(self.items) > count or self.closed, timeout)
+            finally:
+                self._waiters -= 1
+
+
 class Batch:
     """Calls of ``fn`` with their futures; ``on_done`` runs once when all settle."""
 
-    __slots__ = ("fn", "calls", "futures", "size", "collect", "_on_done", "_invoke", "_finished")
+    __slots__ = ("fn", "calls", "futures", "size", "collect", "outcomes", "_on_done", "_invoke", "_finished")
 
     def __init__(
         self,
@@ -48,9 +102,11 @@ class Batch:
         self.futures = list(futures)
         #: Futures this batch answers for (the executor's accounting unit).
         self.size = len(self.futures)
-        #: One future for all calls, whose result is the list of ``(ok, value)``
-        #: outcomes: how ``map`` avoids a future per call.
+        #: One future for all calls (its result is None, or the error that
+        #: failed them all), the calls' ``(ok, value)`` outcomes going to
+        #: :attr:`outcomes`: how ``map`` avoids a future per call.
         self.collect = collect
+        self.outcomes: Outcomes | None = Outcomes() if collect else None
         self._on_done = on_done
         self._invoke = invoke or _invoke
         self._finished = False
@@ -85,8 +141,11 @@ class Batch:
         invoke = self._invoke
         try:
             if self.collect:
-                outcomes = [invoke(fn, args, kwargs) for args, kwargs in self.calls]
-                _resolve(self.futures[0], True, outcomes)
+                sink = self.outcomes
+                assert sink is not None
+                for args, kwargs in self.calls:
+                    sink.add(invoke(fn, args, kwargs))
+                _resolve(self.futures[0], True, None)
                 return
             for (args, kwargs), future in zip(self.calls, self.futures):
                 ok, value = invoke(fn, args, kwargs)
@@ -111,7 +170,9 @@ class Batch:
             elif self.collect:
                 if len(outcome) != len(self.calls):
                     outcome = [outcome[0]] * len(self.calls)
-                _resolve(self.futures[0], True, outcome)
+                assert self.outcomes is not None
+                self.outcomes.extend(outcome)
+                _resolve(self.futures[0], True, None)
             else:
                 if len(outcome) != len(self.futures):
                     # The worker could not even read the job: its one error
@@ -127,6 +188,9 @@ class Batch:
             return
         self._finished = True
         on_done, self._on_done = self._on_done, None
+        if self.outcomes is not None:
+            self.outcomes.close()
+            self.outcomes = None
         self.calls = []
         self.futures = []
         if on_done is not None:

@@ -25,10 +25,11 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures._base import BrokenExecutor
 from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, TypeVar
 
-from ._batch import Batch, Call
+from ._batch import Batch, Call, Outcomes
 from ._identity import describe, function_key, is_coroutine_function, underlying_function
 from ._policy import (
     Backend,
@@ -95,6 +96,8 @@ class _FunctionState:
         "listeners",
         "timer",
         "fn",
+        "facts",
+        "facts_lock",
         "provisional",
     )
 
@@ -111,8 +114,12 @@ class _FunctionState:
         # Called with the decision, None if cancelled, or the error if broken.
         self.listeners: list[Callable[[Decision | BaseException | None], None]] = []
         self.timer: threading.Timer | None = None
-        # A function object to test for picklability; dropped once decided.
+        # The function, held only while probes run (a bound method holds its
+        # object, which the user expects freed once the call is done), and
+        # what was learnt from it: (picklable, static effects).
         self.fn: Callable[..., Any] | None = None
+        self.facts: tuple[bool, Any] | None = None
+        self.facts_lock = threading.Lock()
         # True while the decision rests on probes that had not finished.
         self.provisional = False
 
@@ -218,11 +225,7 @@ class AutoExecutor(Executor):
         """Schedule ``fn(*args, **kwargs)``; return its future at once."""
         if not callable(fn):
             raise TypeError(f"{type(fn).__name__!r} object is not callable")
-        if is_coroutine_function(fn):
-            raise TypeError(
-                f"{describe(fn)} is a coroutine function; executors run plain callables "
-                "(await it in an event loop, or wrap it with asyncio.run)"
-            )
+        _reject_coroutine_function(fn)
         future: Future[T] = Future()
         with self._lock:
             self._check_open()
@@ -255,6 +258,7 @@ class AutoExecutor(Executor):
                 raise ValueError("buffersize must be None or > 0")
         if not callable(fn):
             raise TypeError(f"{type(fn).__name__!r} object is not callable")
+        _reject_coroutine_function(fn)
         end_time = None if timeout is None else timeout + time.monotonic()
         with self._lock:
             self._check_open()
@@ -355,6 +359,7 @@ class AutoExecutor(Executor):
             return
         state = self._state_for(fn)
         probes: list[tuple[Call, Future[Any]]] = []
+        timer: threading.Timer | None = None
         with self._lock:
             decision = state.decision
             if decision is None:
@@ -364,19 +369,22 @@ class AutoExecutor(Executor):
                         probes.append((call, future))
                     else:
                         state.pending.append((fn, call, future))
-                if state.fn is None:
+                if probes and state.fn is None and state.facts is None:
                     state.fn = fn
-                arm = probes and state.timer is None
-                if arm:
-                    state.timer = threading.Timer(self._probe_deadline, self._probe_deadline_hit, (state,))
-                    state.timer.daemon = True
+                # The deadline runs from the first probe, or from the first
+                # call that waits if it passed while nothing was waiting.
+                if state.timer is None and not self._routes_closed:
+                    timer = state.timer = threading.Timer(
+                        self._probe_deadline, _weak_method(self._probe_deadline_hit), (state,)
+                    )
+                    timer.daemon = True
         if decision is not None:
             self._dispatch(decision, fn, calls, futures)
             return
         for call, future in probes:
             self._start_probe(state, fn, call, future)
-        if probes and arm and state.timer is not None:
-            state.timer.start()
+        if timer is not None:
+            timer.start()
 
     def _state_for(self, fn: Callable[..., Any]) -> _FunctionState:
         key = function_key(fn)
@@ -432,6 +440,7 @@ class AutoExecutor(Executor):
         self._submit_batch(self._route("thread"), batch)
 
     def _probe_finished(self, state: _FunctionState, sample: CallSample | None) -> None:
+        self._learn_facts(state)
         with self._lock:
             state.probes_done += 1
             if sample is not None:
@@ -439,6 +448,11 @@ class AutoExecutor(Executor):
             if state.probes_done < state.probes_started:
                 return
             if state.decision is not None and not state.provisional:
+                return
+            if state.samples and state.probes_started < self._probes and not (state.pending or state.listeners):
+                # Nothing waits, and the next call will be measured too: a
+                # decision needs all ``probes`` samples, however the calls
+                # were spread in time.
                 return
             retry = not state.samples
             if retry:
@@ -459,25 +473,43 @@ class AutoExecutor(Executor):
         with self._lock:
             if state.decision is not None or self._routes_closed:
                 return
+            if not (state.pending or state.listeners):
+                # Nobody waits for a decision: let the next waiting call
+                # (or the probes finishing) set it.
+                state.timer = None
+                return
         features = self._features(state, complete=False)
         if features is None:
             return
         self._settle_decision(state, self._decide(features), provisional=True)
 
+    def _learn_facts(self, state: _FunctionState) -> None:
+        """Read what the function object tells (once), then let it go."""
+        with state.facts_lock:  # a second caller waits for the first's answer
+            with self._lock:
+                fn, state.fn = state.fn, None
+            if fn is None or state.facts is not None:
+                return
+            facts = (function_picklable(fn) if self._allow_process else False, static_effects(fn))
+            del fn
+            with self._lock:
+                state.facts = facts
+
     def _features(self, state: _FunctionState, *, complete: bool) -> dict[str, float] | None:
+        self._learn_facts(state)
         with self._lock:
             samples = list(state.samples)
-            fn = state.fn
+            facts = state.facts
             sample_args = state.pending[0][1] if state.pending else None
         if not complete:
             samples += state.tracker.snapshot()
-        if not samples or fn is None:
+        if not samples or facts is None:
             return None
         hint = pickled_size((sample_args[0], sample_args[1])) if sample_args else 32
         return summarize(
             samples,
-            fn_picklable=function_picklable(fn) if self._allow_process else False,
-            effects=static_effects(fn),
+            fn_picklable=facts[0],
+            effects=facts[1],
             arg_bytes_hint=hint,
         )
 
@@ -694,11 +726,11 @@ class AutoExecutor(Executor):
 
     def _map_chunks(
         self, decision: Decision, fn: Callable[..., Any], calls: list[Call], chunksize: int
-    ) -> list[Future[Any]]:
+    ) -> list[Any]:
         size = self._batch_size(decision, len(calls), chunksize)
         route = self._route(decision.backend)
         route.ensure_workers(decision.workers)
-        out: list[Future[Any]] = []
+        out: list[_Chunk] = []
         for start in range(0, len(calls), size):
             chunk = calls[start : start + size]
             future: Future[Any] = Future()
@@ -706,8 +738,9 @@ class AutoExecutor(Executor):
                 self._check_open_for_map()
                 self._outstanding += 1
             batch = Batch(fn, chunk, [future], on_done=self._batch_done, collect=True)
+            assert batch.outcomes is not None
+            out.append(_Chunk(future, batch.outcomes))
             self._submit_batch(route, batch)
-            out.append(future)
         return out
 
     def _check_open_for_map(self) -> None:
@@ -719,6 +752,18 @@ class AutoExecutor(Executor):
         relay = _Relay()
         with self._lock:
             self._outstanding += 1  # the plan itself keeps shutdown(wait) waiting
+        released = threading.Lock()
+
+        def release() -> None:
+            # Once, when the plan is made or given up: stop counting it.
+            if not released.acquire(blocking=False):
+                return
+            with self._lock:
+                if on_decision in state.listeners:
+                    state.listeners.remove(on_decision)
+                self._outstanding -= 1
+                if self._outstanding <= 0:
+                    self._idle.notify_all()
 
         def on_decision(decision: Decision | BaseException | None) -> None:
             try:
@@ -734,11 +779,9 @@ class AutoExecutor(Executor):
                 else:
                     relay.fail(decision)
             finally:
-                with self._lock:
-                    self._outstanding -= 1
-                    if self._outstanding <= 0:
-                        self._idle.notify_all()
+                release()
 
+        relay.on_abandon = release
         state = self._state_for(fn)
         with self._lock:
             decision = state.decision
@@ -792,18 +835,20 @@ class _Relay:
     """
 
     def __init__(self) -> None:
-        self.future: Future[list[Future[Any]]] = Future()
+        self.future: Future[list[_Chunk]] = Future()
         self._lock = threading.Lock()
         self._abandoned = False
+        #: Called when the consumer gives up before the plan is made.
+        self.on_abandon: Callable[[], None] | None = None
 
-    def deliver(self, planned: list[Future[Any]]) -> None:
+    def deliver(self, planned: list[_Chunk]) -> None:
         with self._lock:
             abandoned = self._abandoned
             if not abandoned:
                 self.future.set_result(planned)
         if abandoned:
-            for future in planned:
-                future.cancel()
+            for chunk in planned:
+                chunk.future.cancel()
 
     def fail(self, exc: BaseException) -> None:
         with self._lock:
@@ -817,8 +862,11 @@ class _Relay:
             planned = self.future.result() if self.future.done() and self.future.exception() is None else []
             if not self.future.done():
                 self.future.cancel()
-        for future in planned:
-            future.cancel()
+            on_abandon, self.on_abandon = self.on_abandon, None
+        for chunk in planned:
+            chunk.future.cancel()
+        if on_abandon is not None:
+            on_abandon()
 
 
 def _single_outcome(future: Future[Any]) -> Any:
@@ -850,12 +898,31 @@ def _single_result(item: _SingleOutcome, timeout: float | None) -> Any:
         del future
 
 
+class _Chunk:
+    """Calls of a map that travel as one batch: its future and its outcomes."""
+
+    __slots__ = ("future", "outcomes")
+
+    def __init__(self, future: Future[Any], outcomes: Outcomes) -> None:
+        self.future = future
+        self.outcomes = outcomes
+
+
+def _take(items: list[Any], index: int) -> Any:
+    """The value of outcome ``index``, which is forgotten (results are not kept)."""
+    value = items[index][1]
+    items[index] = None
+    return value
+
+
 def _map_results(chunks: list[Any], end_time: float | None) -> Iterator[Any]:
-    """Yield results in order from chunk futures, relays and single futures.
+    """Yield results in order from chunks, relays and single futures.
 
     Nothing here holds a result once it is yielded (CPython's tests check
-    with weak references), and every chunk not yet consumed is cancelled
-    when the consumer stops: on an error, a timeout, or closing the generator.
+    with weak references), and everything not yet consumed is cancelled when
+    the consumer stops after starting: on an error, a timeout, or closing or
+    dropping the generator.  As in the standard library, a map whose results
+    are never asked for still runs every call.
     """
     pending: deque[Any] = deque(chunks)
     chunks.clear()
@@ -875,14 +942,22 @@ def _map_results(chunks: list[Any], end_time: float | None) -> Iterator[Any]:
                     pending.extendleft(reversed(planned))
                     del planned
                 else:
-                    outcomes = pending[0].result(remaining())
+                    sink = pending[0].outcomes
+                    items = sink.items
+                    taken = 0
+                    while True:
+                        if not sink.wait_for(taken, remaining()):
+                            raise FuturesTimeoutError()
+                        if len(items) > taken:
+                            if not items[taken][0]:
+                                raise _take(items, taken)
+                            yield _take(items, taken)
+                            taken += 1
+                        else:
+                            pending[0].future.result(0)  # raises if it failed or was cancelled
+                            break
                     pending.popleft()
-                    outcomes.reverse()
-                    while outcomes:
-                        if not outcomes[-1][0]:
-                            raise outcomes.pop()[1]
-                        yield outcomes.pop()[1]
-                    del outcomes
+                    del sink, items
         finally:
             while pending:
                 item = pending.popleft()
@@ -891,10 +966,18 @@ def _map_results(chunks: list[Any], end_time: float | None) -> Iterator[Any]:
                 elif isinstance(item, _Relay):
                     item.abandon()
                 else:
-                    item.cancel()
+                    item.future.cancel()
                 del item
 
     return generate()
+
+
+def _reject_coroutine_function(fn: Callable[..., Any]) -> None:
+    if is_coroutine_function(fn):
+        raise TypeError(
+            f"{describe(fn)} is a coroutine function; executors run plain callables "
+            "(await it in an event loop, or wrap it with asyncio.run)"
+        )
 
 
 def _weak_method(method: Callable[..., Any]) -> Callable[..., None]:

@@ -247,7 +247,8 @@ class ProcessRoute(Route):
 
     def threads(self) -> list[threading.Thread]:
         """The feeder threads that look after the worker processes."""
-        return list(getattr(self._pool, "_slots", ()))
+        shared = getattr(self._pool, "_shared", self._pool)
+        return list(getattr(shared, "slots", getattr(shared, "_slots", ())))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Finish or cancel the backlog, then stop the workers."""

@@ -1,0 +1,53 @@
+"""Shared test helpers: routes to cross tests with, and running Python in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+#: The repository's root (holds the ``adaptive_pool`` package).
+REPO = Path(__file__).resolve().parent.parent
+
+#: ``prefer=`` values every behaviour test runs with: the automatic path and
+#: each forced route.
+PREFERS: tuple[str | None, ...] = (None, "threads", "processes", "inline")
+
+
+def prefer_id(prefer: str | None) -> str:
+    """Readable test ids: ``auto``, ``threads``, ..."""
+    return prefer or "auto"
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    """An environment in which a child interpreter imports this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    env.update(extra)
+    return env
+
+
+def run_python(
+    args: Sequence[str], *, python: str = sys.executable, cwd: str | os.PathLike[str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python args...`` with this checkout importable; capture its output."""
+    return subprocess.run(
+        [python, *args],
+        cwd=cwd,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def fresh_profiles() -> None:
+    """Forget every function measured so far (the store is process-wide)."""
+    from adaptive_pool import reset_profiles
+
+    reset_profiles()
