@@ -23,22 +23,26 @@ def prefer_id(prefer: str | None) -> str:
     return prefer or "auto"
 
 
-def python_env(**extra: str) -> dict[str, str]:
-    """An environment in which a child interpreter imports this checkout."""
+def python_env(extra_path: Sequence[str] = ()) -> dict[str, str]:
+    """An environment in which a child interpreter imports this checkout first."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-    env.update(extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), *extra_path, env.get("PYTHONPATH", "")]))
     return env
 
 
 def run_python(
-    args: Sequence[str], *, python: str = sys.executable, cwd: str | os.PathLike[str] | None = None, timeout: float = 60
+    args: Sequence[str],
+    *,
+    python: str = sys.executable,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float = 60,
+    extra_path: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python args...`` with this checkout importable; capture its output."""
     return subprocess.run(
         [python, *args],
         cwd=cwd,
-        env=python_env(),
+        env=python_env(extra_path),
         capture_output=True,
         text=True,
         timeout=timeout,
