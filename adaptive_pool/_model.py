@@ -35,8 +35,9 @@ import os
 import struct
 import threading
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ._policy import Backend, Choice, HeuristicPolicy, Policy, Source, describe_work
 from ._profile import FEATURE_SCHEMA_VERSION, MODEL_FEATURES
@@ -79,7 +80,7 @@ class ModelError(ValueError):
 
 def _f32(x: float) -> float:
     """``x`` rounded to float32, as scikit-learn's trees see it."""
-    if x != x:  # NaN: trees trained without missing values never see one
+    if math.isnan(x):  # NaN: trees trained without missing values never see one
         x = 0.0
     try:
         return float(struct.unpack("f", struct.pack("f", x))[0])
@@ -90,7 +91,7 @@ def _f32(x: float) -> float:
 class _Tree:
     """One decision tree as flat arrays (scikit-learn's ``tree_`` layout)."""
 
-    __slots__ = ("left", "right", "feature", "threshold", "proba")
+    __slots__ = ("feature", "left", "proba", "right", "threshold")
 
     def __init__(self, data: Mapping[str, Any], n_features: int, n_classes: int) -> None:
         try:
@@ -359,7 +360,7 @@ def resolve_model(model: Any = None) -> tuple[Policy, str, str | None]:
         candidates.append(("environment", Path(env).expanduser(), False))
     try:
         candidates.append(("user", user_model_path(), True))
-    except Exception as exc:  # platformdirs missing or broken: not fatal
+    except Exception as exc:  # noqa: BLE001 - platformdirs missing or broken: not fatal
         warnings.warn(f"adaptive_pool: cannot locate the user data directory ({exc})", stacklevel=3)
     bundled = bundled_model_path()
     if bundled is not None:
@@ -372,7 +373,7 @@ def resolve_model(model: Any = None) -> tuple[Policy, str, str | None]:
         except ModelError as exc:
             _warn_bad(origin, path, str(exc))
             continue
-        except Exception as exc:  # anything else a broken file can provoke
+        except Exception as exc:  # noqa: BLE001 - anything a broken file can provoke
             _warn_bad(origin, path, f"cannot be used ({type(exc).__name__}: {exc})")
             continue
         return policy, origin, str(path)
@@ -400,6 +401,6 @@ def load_policy(model: Any = None) -> Policy:
     """The policy :class:`~adaptive_pool.AutoExecutor` decides with (never raises)."""
     try:
         return resolve_model(model)[0]
-    except Exception as exc:  # a last guard: submit() must never fail for a model
+    except Exception as exc:  # noqa: BLE001 - submit() must never fail for a model
         warnings.warn(f"adaptive_pool: model search failed ({exc}); using the heuristic", stacklevel=2)
         return HeuristicPolicy()

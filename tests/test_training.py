@@ -14,11 +14,21 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from adaptive_pool._model import MODEL_ENV_VAR, read_model_file  # noqa: E402
-from adaptive_pool._profile import FEATURE_SCHEMA_VERSION, MODEL_FEATURES, SAFETY_FEATURES  # noqa: E402
-from adaptive_pool.training import families as fam  # noqa: E402
-from adaptive_pool.training.collect import Settings, collect, csv_columns, metadata_path, read_rows  # noqa: E402
-from adaptive_pool.training.train import label_of, load_dataset, train  # noqa: E402
+from adaptive_pool._model import MODEL_ENV_VAR, read_model_file
+from adaptive_pool._profile import (
+    FEATURE_SCHEMA_VERSION,
+    MODEL_FEATURES,
+    SAFETY_FEATURES,
+)
+from adaptive_pool.training import families as fam
+from adaptive_pool.training.collect import (
+    Settings,
+    collect,
+    csv_columns,
+    metadata_path,
+    read_rows,
+)
+from adaptive_pool.training.train import label_of, load_dataset, train
 
 TINY = Settings(target_s=0.005, min_items=4, max_items=100, repeats=1, probe_items=3, variants=("inline", "thread", "process_c1"))
 TINY_FAMILIES = ["py_loop", "wait_sleep", "tiny"]
@@ -119,7 +129,7 @@ def test_retrained_model_is_used_by_a_new_process(tiny_collection: Path, tmp_pat
     # The CLI's train step writes where AutoExecutor looks by default.
     out = subprocess.run(
         [sys.executable, "-m", "adaptive_pool", "train", str(tiny_collection), "--no-eval"],
-        capture_output=True, text=True, env=env, timeout=90, cwd=tmp_path,
+        check=False, capture_output=True, text=True, env=env, timeout=90, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
     model_path = xdg / "adaptive_pool" / "model.json"
@@ -133,10 +143,10 @@ def test_retrained_model_is_used_by_a_new_process(tiny_collection: Path, tmp_pat
         "    d = ex.decision_for(py_loop)\n"
         "print(d.source, resolve_model()[2])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["model", str(model_path)]
     out = subprocess.run(
-        [sys.executable, "-m", "adaptive_pool", "info"], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path
+        [sys.executable, "-m", "adaptive_pool", "info"], check=False, capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path
     )
     assert out.returncode == 0 and str(model_path) in out.stdout and "(user)" in out.stdout

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["collect", "train", "retrain", "model_info", "default_data_path"]
+__all__ = ["collect", "default_data_path", "model_info", "retrain", "train"]
 
 
 def collect(output: Any, **kwargs: Any) -> Path:

@@ -37,14 +37,21 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from .._executor import AutoExecutor
 from .._identity import function_key
 from .._policy import Backend, Choice, Source, process_blockers, size_workers
-from .._profile import FEATURE_SCHEMA_VERSION, MODEL_FEATURES, PROFILES, SAFETY_FEATURES, usable_cores
+from .._profile import (
+    FEATURE_SCHEMA_VERSION,
+    MODEL_FEATURES,
+    PROFILES,
+    SAFETY_FEATURES,
+    usable_cores,
+)
 from . import families as fam
 
 __all__ = [
@@ -339,7 +346,7 @@ def collect(
                     bar.set_postfix_str(inst.id[:40], refresh=False)
                 try:
                     row = measure_instance(inst, settings, cores)
-                except Exception as exc:  # one broken instance must not stop a long run
+                except Exception as exc:  # noqa: BLE001 - one broken instance must not stop a long run
                     errors += 1
                     import logging
 

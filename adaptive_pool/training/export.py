@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from .._model import MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelPolicy, parse_model, resolve_model
+from .._model import (
+    MODEL_FORMAT,
+    MODEL_FORMAT_VERSION,
+    ModelPolicy,
+    parse_model,
+    resolve_model,
+)
 from .._profile import FEATURE_SCHEMA_VERSION, MODEL_FEATURES
 
-__all__ = ["export_dict", "save_model", "check_export", "model_info", "sidecar_paths"]
+__all__ = ["check_export", "export_dict", "model_info", "save_model", "sidecar_paths"]
 
 
 def _trees_of(estimator: Any) -> list[Any]:

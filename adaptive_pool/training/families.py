@@ -29,10 +29,11 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
-__all__ = ["FAMILIES", "Family", "Instance", "instances", "family_names", "warm_sleep"]
+__all__ = ["FAMILIES", "Family", "Instance", "family_names", "instances", "warm_sleep"]
 
 Args = tuple[Any, ...]
 
@@ -197,7 +198,7 @@ def _stop_server() -> None:
         try:
             proc.kill()
             proc.wait(timeout=5)
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - best effort at exit
             pass
 
 

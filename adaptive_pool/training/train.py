@@ -15,6 +15,9 @@ process route pays start-up and pickling that the timings leave out).
 Otherwise noise between two equally good routes decides the label, and the
 model learns the noise.  Regret is always computed from the raw timings.
 
+**Mirrored sizes.**  Each row is also shown with argument and result sizes
+swapped (see :func:`fit`).
+
 **Cost-sensitive fit.**  Each row is weighted by how much a wrong route would
 cost there (the mean log time ratio of the other routes against the best):
 rows where all routes tie barely count, rows where the wrong route is ten
@@ -37,17 +40,24 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
-from .._model import ModelPolicy, parse_model, user_model_path
+from .._model import parse_model, user_model_path
 from .._policy import Backend, HeuristicPolicy, Policy, decide
 from .._profile import FEATURE_SCHEMA_VERSION, MODEL_FEATURES, SAFETY_FEATURES
-from .collect import BACKEND_NAMES, COLLECTOR_VERSION, machine_metadata, metadata_path, read_rows
+from .collect import (
+    BACKEND_NAMES,
+    COLLECTOR_VERSION,
+    machine_metadata,
+    metadata_path,
+    read_rows,
+)
 from .export import check_export, export_dict, save_model
 
-__all__ = ["Dataset", "TrainResult", "load_dataset", "make_estimator", "evaluate", "format_table", "train", "retrain"]
+__all__ = ["Dataset", "TrainResult", "evaluate", "format_table", "load_dataset", "make_estimator", "retrain", "train"]
 
 #: Hyper-parameters of the shipped model (fixed in advance, not tuned on the
 #: held-out families).
@@ -90,7 +100,7 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.y)
 
-    def subset(self, keep: Callable[[int], bool]) -> "Dataset":
+    def subset(self, keep: Callable[[int], bool]) -> Dataset:
         out = Dataset()
         for i in range(len(self)):
             if keep(i):
@@ -110,7 +120,7 @@ def load_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     data = Dataset()
     for path in paths:
         for row in read_rows(path):
-            times = {b: float(row[f"time_{b}"]) for b in BACKEND_NAMES if row.get(f"time_{b}")}
+            times: dict[str, float] = {b: float(row[f"time_{b}"]) for b in BACKEND_NAMES if row.get(f"time_{b}")}
             if not times or row.get("label") not in times:
                 continue
             feats = {name: float(row[name]) for name in MODEL_FEATURES + SAFETY_FEATURES}
@@ -142,12 +152,36 @@ def make_estimator(**overrides: Any) -> Any:
     return RandomForestClassifier(**{**MODEL_PARAMS, **overrides})
 
 
-def fit(data: Dataset, **overrides: Any) -> Any:
-    """Fit the classifier on ``data`` (cost-weighted)."""
+_ARG = MODEL_FEATURES.index("arg_bytes")
+_RESULT = MODEL_FEATURES.index("result_bytes")
+
+
+def mirrored(x: Sequence[float]) -> list[float]:
+    """``x`` with argument and result sizes swapped (see :func:`fit`)."""
+    out = list(x)
+    out[_ARG], out[_RESULT] = out[_RESULT], out[_ARG]
+    return out
+
+
+def fit(data: Dataset, *, mirror: bool = True, **overrides: Any) -> Any:
+    """Fit the classifier on ``data`` (cost-weighted).
+
+    With ``mirror`` every row is also shown with its argument and result
+    sizes swapped, each copy at half weight: moving bytes to a worker costs
+    about what moving them back does, and without this prior a model that
+    saw only large arguments would not know what to do with large results.
+    """
     import numpy as np
 
+    X = [list(x) for x in data.X]
+    y = list(data.y)
+    w = sample_weights(data)
+    if mirror:
+        X = X + [mirrored(x) for x in X]
+        y = y + y
+        w = [v / 2 for v in w] * 2
     est = make_estimator(**overrides)
-    est.fit(np.asarray(data.X, dtype=np.float64), np.asarray(data.y), sample_weight=np.asarray(sample_weights(data)))
+    est.fit(np.asarray(X, dtype=np.float64), np.asarray(y), sample_weight=np.asarray(w))
     return est
 
 
@@ -184,9 +218,10 @@ def evaluate(data: Dataset, **overrides: Any) -> dict[str, Any]:
     order: list[int] = []
     families = sorted(set(data.families))
     for held in families:
-        train_set = data.subset(lambda i: data.families[i] != held)
         test_idx = [i for i in range(len(data)) if data.families[i] == held]
-        test_set = data.subset(lambda i: data.families[i] == held)
+        chosen = set(test_idx)
+        train_set = data.subset(lambda i: i not in chosen)  # noqa: B023 - used at once
+        test_set = data.subset(lambda i: i in chosen)  # noqa: B023 - used at once
         if len(set(train_set.y)) < 1 or not len(train_set):
             continue
         est = fit(train_set, **overrides)
@@ -237,7 +272,7 @@ def format_table(scores: Mapping[str, Any]) -> str:
 class TrainResult:
     """What :func:`train` produced."""
 
-    path: Path | None
+    path: Path
     metadata: dict[str, Any]
     table: str
     estimator: Any = None
@@ -304,11 +339,9 @@ def train(
         "scores": scores,
         "export_checked_rows": len(dataset),
     }
-    path = None
-    if output is not None or True:
-        target = Path(output) if output is not None else user_model_path()
-        path = save_model(est, target, metadata)
-        say(f"model written to {path}")
+    target = Path(output) if output is not None else user_model_path()
+    path = save_model(est, target, metadata)
+    say(f"model written to {path}")
     return TrainResult(path, metadata, table, est)
 
 
