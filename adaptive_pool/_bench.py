@@ -21,13 +21,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ._bench_runner import MODES, STDLIB_MODES
 from ._bench_workloads import WORKLOADS
 
-__all__ = ["add_arguments", "run", "run_bench", "format_table", "summarize_results"]
+__all__ = ["add_arguments", "format_table", "run", "run_bench", "summarize_results"]
 
 #: Modes a failure is expected of, and why (not counted against the mode's record).
 EXPECTED_FAILURES = {
@@ -73,7 +74,7 @@ def measure_once(workload: str, mode: str, quick: bool, timeout: float) -> dict[
     # A hang is a finding: have the runner dump its threads' stacks first.
     cmd += ["--dump-after", str(max(1.0, timeout - 5))]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         return {"ok": False, "error": f"timeout after {timeout:.0f} s", "traceback": stderr[-6000:]}
@@ -311,6 +312,10 @@ def format_extras(extras: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: Ratios above this are drawn cut, with their value written on top.
+_PLOT_CAP = 20.0
+
+
 def plot(data: dict[str, Any], path: str) -> None:
     """A grouped bar chart of each mode's ratio per workload (log scale)."""
     try:
@@ -333,11 +338,15 @@ def plot(data: dict[str, Any], path: str) -> None:
             if ratio is not None:
                 xs.append(j + (i - (len(modes) - 1) / 2) * width)
                 ys.append(ratio)
-        style = {"edgecolor": "black", "linewidth": 1.2} if mode == "auto" else {}
-        ax.bar(xs, ys, width, label=mode, **style)
-    for level, style in ((1.0, "-"), (1.1, "--"), (1.5, ":")):
-        ax.axhline(level, color="grey", linestyle=style, linewidth=0.8)
+        style: dict[str, Any] = {"edgecolor": "black", "linewidth": 1.2} if mode == "auto" else {}
+        ax.bar(xs, [min(y, _PLOT_CAP) for y in ys], width, label=mode, **style)
+        for x, y in zip(xs, ys):
+            if y > _PLOT_CAP:  # off the chart: say how far
+                ax.text(x, _PLOT_CAP * 1.02, f"{y:.0f}x", ha="center", va="bottom", fontsize=6, rotation=90)
+    for level, line in ((1.0, "-"), (1.1, "--"), (1.5, ":")):
+        ax.axhline(level, color="grey", linestyle=line, linewidth=0.8)
     ax.set_yscale("log")
+    ax.set_ylim(0.3, _PLOT_CAP * 2.5)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right")
     ax.set_ylabel("time / best standard-library mode (log)")

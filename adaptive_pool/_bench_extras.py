@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["cold_start", "submit_overhead", "map_overhead"]
+__all__ = ["cold_start", "map_overhead", "submit_overhead"]
 
 _COLD_SCRIPT = """
 import time
@@ -148,6 +148,7 @@ def _child(args: list[str], timeout: float) -> dict[str, Any]:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "adaptive_pool._bench_extras", *args],
+            check=False,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -177,8 +178,8 @@ def submit_overhead(n: int, runs: int, timeout: float = 300) -> dict[str, Any]:
     out: dict[str, Any] = {}
     reports: dict[str, list[dict[str, Any]]] = {"threads": [], "auto": []}
     for _ in range(runs):
-        for kind in reports:
-            reports[kind].append(_child(["submit", kind, str(n)], timeout))
+        for kind, found in reports.items():
+            found.append(_child(["submit", kind, str(n)], timeout))
     for kind, found in reports.items():
         out[kind] = _median_report(found, ("submit_us", "per_call_us", "peak_rss_mb"))
     if out["threads"].get("ok") and out["auto"].get("ok"):

@@ -20,7 +20,8 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["MODES", "STDLIB_MODES", "main"]
 

@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ def test_a_wrong_result_is_a_failure_not_a_time() -> None:
 
 
 def test_failed_modes_are_left_out_of_the_stdlib_baseline() -> None:
-    data = {
+    data: dict[str, Any] = {
         "modes": ["serial", "processes", "auto"],
         "stdlib_modes": ["serial", "processes"],
         "workloads": {
