@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 import time
 import weakref
@@ -187,6 +188,18 @@ class AutoExecutor(Executor):
                 raise ValueError("max_tasks_per_child must be >= 1")
         if not isinstance(probes, int) or probes < 1:
             raise ValueError("probes must be an int >= 1")
+        if isinstance(probe_deadline, bool) or not isinstance(probe_deadline, (int, float)):
+            raise TypeError(f"probe_deadline must be a number of seconds, not {type(probe_deadline).__name__}")
+        if not math.isfinite(probe_deadline) or probe_deadline < 0:
+            raise ValueError(f"probe_deadline must be a finite number >= 0, not {probe_deadline!r}")
+        if policy is not None and not callable(getattr(policy, "choose", None)):
+            raise TypeError(f"policy must have a choose(features, allowed) method, not {type(policy).__name__}")
+        if process_executor is not None and not callable(getattr(process_executor, "submit", None)):
+            raise TypeError(
+                f"process_executor must be a concurrent.futures.Executor, not {type(process_executor).__name__}"
+            )
+        if mp_context is not None and not callable(getattr(mp_context, "get_start_method", None)):
+            raise TypeError(f"mp_context must be a multiprocessing context, not {type(mp_context).__name__}")
         self._max_workers = max_workers
         self._initializer = initializer
         self._initargs = tuple(initargs)
@@ -490,7 +503,9 @@ class AutoExecutor(Executor):
                 fn, state.fn = state.fn, None
             if fn is None or state.facts is not None:
                 return
-            facts = (function_picklable(fn) if self._allow_process else False, static_effects(fn))
+            # Picklability is a fact about the function, whatever this
+            # executor allows: the features go to the process-wide store.
+            facts = (function_picklable(fn), static_effects(fn))
             del fn
             with self._lock:
                 state.facts = facts
@@ -514,12 +529,23 @@ class AutoExecutor(Executor):
         )
 
     def _decide(self, features: Mapping[str, float]) -> Decision:
-        return decide(
-            features,
-            self._get_policy(),
-            allow_process=self._allow_process,
-            max_workers=self._max_workers,
-        )
+        """The policy's decision; threads if the policy (or a model) fails.
+
+        This runs in route threads and the deadline timer: an exception here
+        would leave waiting calls pending forever, so it never escapes.
+        """
+        try:
+            return decide(
+                features,
+                self._get_policy(),
+                allow_process=self._allow_process,
+                max_workers=self._max_workers,
+            )
+        except Exception as exc:
+            logger.error("adaptive_pool: the policy failed; using threads", exc_info=True)
+            return forced_decision(
+                "thread", f"the policy failed ({exc!r}): threads are always safe", self._max_workers, self._cores
+            )
 
     def _get_policy(self) -> Policy:
         if self._policy is None:
