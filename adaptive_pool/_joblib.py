@@ -31,6 +31,14 @@ Executors are shared between ``Parallel`` calls with the same settings
 (worker processes are slow to start), like loky's reusable executor, and
 shut down at interpreter exit.
 
+One thing is joblib's own: a decision is taken from single calls, but
+joblib's auto-batching later sends batches of many calls.  When a function
+was found too small for any pool (the inline route), each batch is judged
+again as the single call it is, by the same policy with the measurements
+scaled to the batch: a large batch of tiny pure-Python calls then goes to
+a worker process, as loky would send it, while the function's first small
+batches stay inline.
+
 This module imports joblib; :mod:`adaptive_pool` imports it only when
 :func:`register_joblib_backend` is called.
 """
@@ -48,8 +56,9 @@ from typing import Any
 from joblib import cpu_count, register_parallel_backend
 from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase
 
-from ._executor import AutoExecutor
-from ._identity import WRAPPED_FUNCTION_ATTRIBUTE
+from ._executor import AutoExecutor, pin
+from ._identity import WRAPPED_FUNCTION_ATTRIBUTE, function_key
+from ._policy import Policy, decide
 
 __all__ = ["AdaptiveBackend", "register_joblib_backend"]
 
@@ -152,12 +161,13 @@ def _batch_function(batch: Any) -> Callable[..., Any] | None:
 
 
 class _Shared:
-    __slots__ = ("executor", "options", "users")
+    __slots__ = ("executor", "options", "policy", "users")
 
     def __init__(self, executor: AutoExecutor, options: dict[str, Any]) -> None:
         self.executor = executor
         self.users = 0
         self.options = options  # keeps the objects whose ids are in the key alive
+        self.policy: Policy | None = options.get("policy")
 
 
 _SHARED: OrderedDict[Hashable, _Shared] = OrderedDict()
@@ -166,7 +176,7 @@ _SHARED_LOCK = threading.Lock()
 
 def _acquire(
     max_workers: int | None, prefer: str | None, require: str | None, options: dict[str, Any]
-) -> tuple[Hashable, AutoExecutor]:
+) -> tuple[Hashable, _Shared]:
     key = (max_workers, prefer, require, tuple(sorted((name, id(value)) for name, value in options.items())))
     retired: list[AutoExecutor] = []
     with _SHARED_LOCK:
@@ -185,10 +195,9 @@ def _acquire(
                     retired.append(_SHARED.pop(old_key).executor)
         _SHARED.move_to_end(key)
         shared.users += 1
-        executor = shared.executor
     for old in retired:
         old.shutdown(wait=False)
-    return key, executor
+    return key, shared
 
 
 def _release(key: Hashable) -> None:
@@ -237,7 +246,11 @@ class AdaptiveBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads)
         self._options = options
         self._key: Hashable | None = None
+        self._shared: _Shared | None = None
         self._executor: AutoExecutor | None = None
+        self._allow_process = True
+        # (function key, batch size bucket) -> route for batches of that size
+        self._batch_routes: dict[Hashable, str | None] = {}
         self._futures: set[Future[Any]] = set()
         self._futures_lock = threading.Lock()
         self.parallel: Any = None
@@ -251,7 +264,7 @@ class AdaptiveBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         if n_jobs is None:
             return 1
         if n_jobs < 0:
-            return max(cpu_count() + 1 + n_jobs, 1)
+            return max(int(cpu_count()) + 1 + n_jobs, 1)
         return n_jobs
 
     @staticmethod
@@ -280,7 +293,9 @@ class AdaptiveBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
             return 1  # Parallel runs the calls itself, sequentially
         if self._key is not None:
             self._release()
-        self._key, self._executor = _acquire(self._max_workers(n_jobs, effective), prefer, require, self._options)
+        self._key, self._shared = _acquire(self._max_workers(n_jobs, effective), prefer, require, self._options)
+        self._executor = self._shared.executor
+        self._allow_process = require != "sharedmem"
         return effective
 
     # -- running ----------------------------------------------------------
@@ -290,18 +305,61 @@ class AdaptiveBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         executor = self._executor
         if executor is None:
             raise RuntimeError("the adaptive joblib backend is not configured")
+        size = len(func) if hasattr(func, "__len__") else 1
         work = _batch_function(func)
         if work is None:
             future = executor.submit(func)
         else:
-            future = executor.submit(_BatchRunner(work), func)
-        future.adaptive_pool_batch_size = len(func) if hasattr(func, "__len__") else 1  # type: ignore[attr-defined]
+            runner = _BatchRunner(work)
+            if size > 1 and self._batch_route(executor, runner, work, size) == "process":
+                pin("processes")(runner)
+            future = executor.submit(runner, func)
+        future.adaptive_pool_batch_size = size  # type: ignore[attr-defined]
         with self._futures_lock:
             self._futures.add(future)
         future.add_done_callback(self._forget)
         if callback is not None:
             future.add_done_callback(callback)
         return future
+
+    def _batch_route(self, executor: AutoExecutor, runner: _BatchRunner, work: Callable[..., Any], size: int) -> str | None:
+        """The route for a batch of ``size`` calls, if it is not the function's.
+
+        Only a function decided "inline" (too short for a pool, call by
+        call) is judged again: its batch is asked about as one call lasting
+        ``size`` calls, with the same policy and the same safety rules.
+        This assumes the profile is per call, as it is under joblib's
+        auto-batching (whose first batches hold one call each).
+        """
+        decision = executor.decision_for(runner)
+        if decision is None or decision.backend != "inline" or decision.source == "forced":
+            return None
+        if not self._allow_process or not decision.features:
+            return None
+        if getattr(self.parallel, "batch_size", "auto") != "auto":
+            # With a fixed batch size, the probes measured whole batches:
+            # the decision is already the batch's.
+            return None
+        key = (function_key(work), size.bit_length())  # powers of two share an answer
+        if key in self._batch_routes:
+            return self._batch_routes[key]
+        scaled = dict(decision.features)
+        for name in ("wall_s", "cpu_s", "arg_bytes", "result_bytes"):
+            if scaled.get(name, 0.0) > 0:
+                scaled[name] *= size
+        route = decide(scaled, self._policy(), allow_process=True).backend
+        self._batch_routes[key] = route
+        return route
+
+    def _policy(self) -> Policy:
+        shared = self._shared
+        if shared is None:
+            raise RuntimeError("the adaptive joblib backend is not configured")
+        if shared.policy is None:
+            from ._model import load_policy
+
+            shared.policy = load_policy(self._options.get("model"))
+        return shared.policy
 
     def _forget(self, future: Future[Any]) -> None:
         with self._futures_lock:
@@ -335,7 +393,7 @@ class AdaptiveBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         self.reset_batch_stats()
 
     def _release(self) -> None:
-        key, self._key, self._executor = self._key, None, None
+        key, self._key, self._executor, self._shared = self._key, None, None, None
         if key is not None:
             _release(key)
 
