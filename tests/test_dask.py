@@ -182,15 +182,10 @@ def test_cancel_work_queued_locally(client, tmp_path) -> None:  # type: ignore[n
     assert started == ["started-0", "started-1"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_routes.ForeignProcessRoute marks a batch's futures running when it hands the "
-        "batch to the foreign executor, so work queued on the Dask scheduler cannot be "
-        "cancelled (Dask's own executor allows it)"
-    ),
-)
 def test_cancel_work_queued_on_the_cluster(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Calls handed to Dask stay pending (cancellable) until they finish
+    # there, as with Dask's own executor; cancelling every call of a job
+    # cancels the Dask task.
     with AutoExecutor(process_executor=client.get_executor(pure=False)) as ex:
         futures = [ex.submit(mark_and_wait, (str(tmp_path), i, 0.5)) for i in range(8)]
         time.sleep(0.2)  # the first two are running on the two workers
@@ -202,14 +197,9 @@ def test_cancel_work_queued_on_the_cluster(client, tmp_path) -> None:  # type: i
     assert not {p.name for p in tmp_path.iterdir()} & {f"started-{i}" for i in range(4, 8)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_routes.ForeignProcessRoute submits run_payload(payload) and Dask's executor is "
-        "pure by default, so identical calls share one task key and run once"
-    ),
-)
 def test_identical_calls_each_run_with_the_default_dask_executor(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Dask's executor is "pure" by default (tasks keyed by their arguments);
+    # every job we send is distinct, so identical calls still all run.
     with AutoExecutor(process_executor=client.get_executor(), policy=POLICY) as ex:
         for future in [ex.submit(leave_a_trace, str(tmp_path)) for _ in range(12)]:
             future.result()
