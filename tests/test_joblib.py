@@ -227,6 +227,15 @@ def test_error_cancels_batches_not_started() -> None:
     assert len(_started) == running_at_abort
 
 
+def test_joblib_timeout_is_honoured() -> None:
+    import multiprocessing
+
+    # joblib raises multiprocessing's TimeoutError, whatever the backend.
+    with parallel_config(backend="adaptive", policy=POLICY):
+        with pytest.raises(multiprocessing.TimeoutError):
+            Parallel(n_jobs=2, timeout=0.2)(delayed(sleep_pid)(1000) for _ in range(2))
+
+
 def test_prefer_threads_keeps_cpu_work_in_this_process() -> None:
     me = os.getpid()
     with parallel_config(backend="adaptive", policy=POLICY):
