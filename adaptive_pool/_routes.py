@@ -271,10 +271,13 @@ class ForeignProcessRoute(Route):
         self._owned = owned
 
     def submit(self, batch: Batch) -> None:
-        """Send ``batch`` to the foreign executor as one pickled job."""
-        import cloudpickle
+        """Send ``batch`` to the foreign executor as one pickled job.
 
-        from ._worker import run_payload
+        Its futures are marked running on hand-off (as the standard library's
+        process pool marks the calls it moves to its call queue): they can no
+        longer be cancelled, and none is ever cancelled while it runs.
+        """
+        import cloudpickle
 
         if not batch.start():
             return
@@ -283,16 +286,33 @@ class ForeignProcessRoute(Route):
         except Exception as exc:
             batch.settle(exc)
             return
-        remote = self._executor.submit(run_payload, payload)
+        # The serial number makes every job distinct: executors that key
+        # tasks by their arguments (Dask's is "pure" by default) would
+        # otherwise run identical calls once.
+        remote = self._executor.submit(_run_job, payload, next(_JOB_SERIALS))
         remote.add_done_callback(lambda done: _settle_remote(batch, done))
 
     def ensure_workers(self, count: int) -> None:
         """The foreign executor sizes itself."""
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Shut the executor down if we created it; a user's stays theirs."""
+        """Shut the executor down if we created it; a user's stays theirs.
+
+        ``cancel_futures`` is not passed on: everything handed over is marked
+        running on our side, and a running future is never cancelled.
+        """
         if self._owned:
-            self._executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+            self._executor.shutdown(wait=wait)
+
+
+_JOB_SERIALS = itertools.count()
+
+
+def _run_job(payload: bytes, serial: int) -> bytes:
+    """What a foreign executor runs: one batch (``serial`` only makes it unique)."""
+    from ._worker import run_payload
+
+    return run_payload(payload)  # type: ignore[no-any-return]
 
 
 def _settle_remote(batch: Batch, remote: Any) -> None:

@@ -681,3 +681,34 @@ def test_deadline_decides_for_waiting_calls(fresh_profiles: None, gate: Gate) ->
         gate.open()
         assert [f.result(timeout=30) for f in blocked] == [0, 1]
     assert policy.calls >= 1
+
+
+# ---------------------------------------------------------------------------
+# The standard library's parameters reach the pools they concern
+
+
+def test_mp_context_pool_keeps_the_contract(gate: Gate, tmp_path: Path) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with AutoExecutor(max_workers=1, prefer="processes", mp_context=context) as executor:
+        assert executor.submit(lambda x: x + 1, 1).result(timeout=60) == 2  # cloudpickled
+        assert list(executor.map(pow, range(6), [2] * 6, chunksize=4)) == [i * i for i in range(6)]
+        busy = executor.submit(wait_then, gate, "busy")
+        while not busy.running():  # handed to the pool
+            time.sleep(0.002)
+        queued = [executor.submit(touch, str(tmp_path / f"ran{i}")) for i in range(3)]
+        executor.shutdown(wait=False, cancel_futures=True)
+        gate.open()
+        assert busy.result(timeout=60) == "busy"
+        assert all(f.done() for f in queued)
+    ran = [f for f in queued if not f.cancelled()]
+    assert all(f.exception() is None for f in ran)
+
+
+def test_thread_name_prefix_names_every_worker_thread() -> None:
+    with AutoExecutor(max_workers=3, thread_name_prefix="Special") as executor:
+        names = {executor.submit(lambda: threading.current_thread().name).result(timeout=30) for _ in range(4)}
+        names |= set(executor.map(lambda _: threading.current_thread().name, range(30)))
+        assert {t.name for t in executor._threads} >= names
+    assert names and all(name.startswith("Special_") for name in names)
