@@ -414,3 +414,14 @@ def test_sklearn_cross_val_score_and_grid_search_match_loky(classification) -> N
     np.testing.assert_array_equal(scores, loky_scores)
     assert best == loky_best
     np.testing.assert_array_equal(means, loky_means)
+
+
+def test_sklearn_tasks_are_profiled_as_their_own_functions(classification) -> None:  # type: ignore[no-untyped-def]
+    # scikit-learn wraps every task in one class; the backend unwraps it, so
+    # that fitting a fold is not "the same function" as predicting a forest.
+    from sklearn.model_selection._validation import _fit_and_score
+
+    X, y = classification
+    with parallel_config(backend="adaptive"):
+        _cross_val(X, y)
+    assert AutoExecutor().decision_for(_fit_and_score) is not None
