@@ -20,6 +20,8 @@ Protocol, one pickled message per frame (``multiprocessing.connection``):
   ``("fail", outcome)`` frame that applies to every call.
 * An outcome is ``(True, value)`` or ``(False, exception_or_None,
   type_name, message, traceback_text)``.
+* A frame ``b"CTX:" + pickle((sys_path, cwd))`` updates both before the
+  next job (the parent changed them since the worker started).
 * An empty frame asks the worker to exit.
 """
 
@@ -119,6 +121,9 @@ def _serve(inbox, outbox):
             return  # the parent is gone
         if not data:
             return
+        if data[:4] == b"CTX:":
+            _set_context(*pickle.loads(data[4:]))
+            continue
         try:
             fn, calls, stream = pickle.loads(data)
         except BaseException as exc:
@@ -133,6 +138,14 @@ def _serve(inbox, outbox):
         del fn, calls  # do not keep the last task's objects alive
 
 
+def _set_context(sys_path, cwd):
+    sys.path[:] = sys_path
+    try:
+        os.chdir(cwd)
+    except OSError:
+        pass
+
+
 def main():
     read_fd, write_fd = int(sys.argv[1]), int(sys.argv[2])
     # Processes a task starts must not inherit the pipes: a grandchild
@@ -145,11 +158,7 @@ def main():
         sys_path, cwd, init_payload = pickle.loads(inbox.recv_bytes())
     except (EOFError, OSError, KeyboardInterrupt):
         return
-    sys.path[:] = sys_path
-    try:
-        os.chdir(cwd)
-    except OSError:
-        pass
+    _set_context(sys_path, cwd)
     if init_payload is not None:
         try:
             initializer, initargs = pickle.loads(init_payload)

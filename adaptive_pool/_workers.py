@@ -146,7 +146,9 @@ class _WorkerProcess:
             self._poller = select.poll()
             self._poller.register(self.inbox.fileno(), select.POLLIN)
             self._poller.register(self._pidfd, select.POLLIN)
-        self.handshake = self.send(pickle.dumps((list(sys.path), os.getcwd(), init_payload)))
+        #: The ``sys.path`` and working directory the worker has now.
+        self.context = _import_context()
+        self.handshake = self.send(pickle.dumps((*self.context, init_payload)))
 
     @property
     def pid(self) -> int:
@@ -162,6 +164,19 @@ class _WorkerProcess:
             return True
         except OSError:
             return False
+
+    def sync_context(self) -> bool:
+        """Bring the worker's ``sys.path`` and cwd up to date with ours.
+
+        A notebook that appends to ``sys.path`` and imports a module after
+        the pool started still gets that module's functions run.  False if
+        the worker was gone.
+        """
+        current = _import_context()
+        if current == self.context:
+            return True
+        self.context = current
+        return self.send(_CONTEXT_PREFIX + pickle.dumps(current))
 
     def recv(self) -> bytes | None:
         """The next frame from the worker, or None once it has died."""
@@ -232,6 +247,19 @@ class _WorkerProcess:
                 pass
             self._pidfd = None
             self._poller = None
+
+
+# A frame starting with this updates the worker's sys.path and cwd (pickles
+# start with b"\x80", so it cannot be mistaken for a job).
+_CONTEXT_PREFIX = b"CTX:"
+
+
+def _import_context() -> tuple[list[str], str]:
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the directory was removed
+        cwd = "/"
+    return list(sys.path), cwd
 
 
 class _Shared:
@@ -579,7 +607,7 @@ class _Feeder:
         """
         for _ in range(_HANDOFF_ATTEMPTS):
             process = self._ensure_process()
-            if process.send(payload):
+            if process.sync_context() and process.send(payload):
                 break
             # The pipe was closed before the job went in: it never ran.
             logger.info("adaptive_pool: worker process (pid %d) %s", process.pid, process.describe_death())

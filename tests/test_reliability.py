@@ -486,14 +486,6 @@ def test_shutdown_from_a_done_callback(route: str) -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_executor.AutoExecutor._decide lets a policy's exception escape into the probe's "
-        "done-callback (route thread) or the deadline Timer thread: the decision is never "
-        "taken, pending futures never settle, shutdown(wait=True) and interpreter exit hang"
-    ),
-)
 def test_a_failing_policy_does_not_hang_anything() -> None:
     report, _ = run_scenario("policy_raises")
     assert report["hung"] is False
@@ -526,28 +518,12 @@ def test_bad_constructor_arguments(kwargs: dict[str, Any], exc_type: type[Except
         AutoExecutor(**kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "AutoExecutor.__init__ does not check probe_deadline: 'x' is accepted and later raises "
-        "TypeError in the deadline Timer thread (printed on stderr, the decision never comes "
-        "from the deadline); -1 is accepted silently"
-    ),
-)
 @pytest.mark.parametrize("value, exc_type", [("x", TypeError), (-1, ValueError), (float("nan"), ValueError)])
 def test_bad_probe_deadline(value: Any, exc_type: type[Exception]) -> None:
     with pytest.raises(exc_type, match="probe_deadline"):
         AutoExecutor(probe_deadline=value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "AutoExecutor.__init__ does not check policy, process_executor or mp_context: a wrong "
-        "object fails later, far from the call (AttributeError in a route thread, or a hang "
-        "for policy)"
-    ),
-)
 @pytest.mark.parametrize("name", ["policy", "process_executor", "mp_context"])
 def test_bad_collaborator_objects(name: str) -> None:
     with pytest.raises(TypeError, match=name):
@@ -589,3 +565,20 @@ def test_use_after_shutdown_raises_runtime_error() -> None:
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.map(identity, [1])
     ex.shutdown()  # a second shutdown is harmless
+
+
+def test_module_importable_only_after_the_pool_started(tmp_path: Any, executors: dict[str, AutoExecutor]) -> None:
+    # A notebook appends to sys.path and imports a module after the workers
+    # started: the workers follow, and the module's functions run there.
+    ex = executors["processes"]
+    assert ex.submit(identity, 0).result(30) == 0  # workers are up
+    (tmp_path / "late_module_for_reliability.py").write_text("def triple(x):\n    return 3 * x\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import late_module_for_reliability  # type: ignore[import-not-found]
+
+        assert list(ex.map(late_module_for_reliability.triple, range(4))) == [0, 3, 6, 9]
+        assert ex.submit(late_module_for_reliability.triple, 5).result(30) == 15
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("late_module_for_reliability", None)
