@@ -25,20 +25,27 @@ Protocol, one pickled message per frame (``multiprocessing.connection``):
 * An empty frame asks the worker to exit.
 """
 
+from __future__ import annotations
+
 import os
 import pickle
 import sys
 import traceback
 from multiprocessing.connection import Connection
+from typing import Any, Callable
+
+Call = tuple[tuple[Any, ...], dict[str, Any]]
+Outcome = tuple[Any, ...]
 
 
-def _dumps(obj):
+def _dumps(obj: Any) -> bytes:
     import cloudpickle
 
-    return cloudpickle.dumps(obj, protocol=5)
+    data: bytes = cloudpickle.dumps(obj, protocol=5)
+    return data
 
 
-def _error_outcome(exc, tb_text=None):
+def _error_outcome(exc: BaseException, tb_text: str | None = None) -> Outcome:
     """An outcome that carries ``exc`` if it survives a round trip, else its text."""
     if tb_text is None:
         tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -57,18 +64,18 @@ def _error_outcome(exc, tb_text=None):
     return (False, carried, type(exc).__qualname__, message, tb_text)
 
 
-def _run_one(fn, args, kwargs):
+def _run_one(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
     try:
         return (True, fn(*args, **kwargs))
     except BaseException as exc:  # SystemExit too: it fails its own future
         return _error_outcome(exc)
 
 
-def _run_calls(fn, calls):
+def _run_calls(fn: Callable[..., Any], calls: list[Call]) -> list[Outcome]:
     return [_run_one(fn, args, kwargs) for args, kwargs in calls]
 
 
-def _unpicklable_result(outcome, exc):
+def _unpicklable_result(outcome: Outcome, exc: Exception) -> Outcome:
     kind = type(outcome[1]).__qualname__ if outcome[0] else outcome[2]
     what = "the result" if outcome[0] else "the exception"
     err = pickle.PicklingError(
@@ -77,14 +84,14 @@ def _unpicklable_result(outcome, exc):
     return (False, err, "PicklingError", str(err), outcome[4] if not outcome[0] else "")
 
 
-def _encode_one(outcome):
+def _encode_one(outcome: Outcome) -> bytes:
     try:
         return _dumps(("one", outcome))
     except Exception as exc:
         return _dumps(("one", _unpicklable_result(outcome, exc)))
 
 
-def _encode_outcomes(outcomes, kind="done"):
+def _encode_outcomes(outcomes: list[Outcome], kind: str = "done") -> bytes:
     try:
         return _dumps((kind, outcomes))
     except Exception:
@@ -100,7 +107,7 @@ def _encode_outcomes(outcomes, kind="done"):
     return _dumps((kind, safe))
 
 
-def run_payload(payload):
+def run_payload(payload: bytes) -> bytes:
     """Run a cloudpickled ``(fn, calls)`` here; return the pickled outcomes.
 
     This is what a foreign executor (a Dask cluster, a standard library
@@ -113,7 +120,7 @@ def run_payload(payload):
     return _encode_outcomes(_run_calls(fn, calls))
 
 
-def _serve(inbox, outbox):
+def _serve(inbox: Connection, outbox: Connection) -> None:
     while True:
         try:
             data = inbox.recv_bytes()
@@ -138,7 +145,7 @@ def _serve(inbox, outbox):
         del fn, calls  # do not keep the last task's objects alive
 
 
-def _set_context(sys_path, cwd):
+def _set_context(sys_path: list[str], cwd: str) -> None:
     sys.path[:] = sys_path
     try:
         os.chdir(cwd)
@@ -146,7 +153,7 @@ def _set_context(sys_path, cwd):
         pass
 
 
-def main():
+def main() -> None:
     read_fd, write_fd = int(sys.argv[1]), int(sys.argv[2])
     # Processes a task starts must not inherit the pipes: a grandchild
     # holding them open would hide this worker's death from the parent.

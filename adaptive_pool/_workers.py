@@ -39,7 +39,7 @@ from typing import Any, Callable
 from ._batch import CANCELLED, Batch, Call
 from ._identity import describe
 
-__all__ = ["WorkerCrashedError", "RemoteTraceback", "RemoteError", "WorkerPool", "settle_outcome"]
+__all__ = ["RemoteError", "RemoteTraceback", "WorkerCrashedError", "WorkerPool", "settle_outcome"]
 
 logger = logging.getLogger("adaptive_pool")
 
@@ -285,6 +285,7 @@ class _Shared:
         self.broken: str | None = None
         self.processes: set[_WorkerProcess] = set()
         self.init_payload: bytes | None = None
+        self.crash_retries = 0
 
     def next_batch(self) -> Batch | None:
         """Block until there is a batch or the pool is shut down and drained."""
@@ -299,7 +300,7 @@ class _Shared:
             finally:
                 self.idle -= 1
 
-    def add_slot(self, pool_ref: "weakref.ref[WorkerPool]", eager: bool = False) -> None:
+    def add_slot(self, pool_ref: weakref.ref[WorkerPool], eager: bool = False) -> None:
         """Start a feeder thread (caller holds ``cond``)."""
         slot = threading.Thread(
             target=_slot_main,
@@ -323,7 +324,14 @@ class _Shared:
 
 
 class WorkerPool:
-    """A growable set of worker processes fed from a backlog in the parent."""
+    """A growable set of worker processes fed from a backlog in the parent.
+
+    ``crash_retries``: a call whose worker dies under it is run again, on a
+    new worker, up to this many times before its future fails (default 0:
+    a crash fails the call).  Only for work that is safe to repeat; a retried
+    call of a ``map`` chunk may run again although it finished before the
+    crash (its result died with the worker).
+    """
 
     def __init__(
         self,
@@ -333,8 +341,14 @@ class WorkerPool:
         initargs: tuple[Any, ...] = (),
         max_tasks_per_child: int | None = None,
         on_broken: Callable[[str], None] | None = None,
+        crash_retries: int = 0,
     ) -> None:
+        if not isinstance(crash_retries, int) or isinstance(crash_retries, bool) or crash_retries < 0:
+            raise ValueError(f"crash_retries must be an int >= 0, not {crash_retries!r}")
         self._shared = _Shared(max_workers, initializer, tuple(initargs), max_tasks_per_child)
+        #: How many times a call whose worker died is run again on a new worker
+        #: before its future fails (0: never; the user opts in).
+        self._shared.crash_retries = crash_retries
         self._on_broken = on_broken
         # A pool dropped without shutdown() still finishes its backlog and
         # stops its workers (the feeders hold only ``_shared``).
@@ -493,7 +507,7 @@ def _spawn(shared: _Shared) -> _WorkerProcess:
     return process
 
 
-def _slot_main(shared: _Shared, pool_ref: "weakref.ref[WorkerPool]", eager: bool) -> None:
+def _slot_main(shared: _Shared, pool_ref: weakref.ref[WorkerPool], eager: bool) -> None:
     """One feeder thread: hand a worker one batch at a time, replace it if it dies."""
     feeder = _Feeder(shared, pool_ref)
     try:
@@ -523,11 +537,13 @@ def _slot_main(shared: _Shared, pool_ref: "weakref.ref[WorkerPool]", eager: bool
 class _Feeder:
     """Runs batches on one worker process at a time, replacing it as needed."""
 
-    def __init__(self, shared: _Shared, pool_ref: "weakref.ref[WorkerPool]") -> None:
+    def __init__(self, shared: _Shared, pool_ref: weakref.ref[WorkerPool]) -> None:
         self.shared = shared
         self.pool_ref = pool_ref
         self.process: _WorkerProcess | None = None
         self.done_here = 0  # calls run by the current process (max_tasks_per_child)
+        self.crashes: dict[int, int] = {}  # call index -> times its worker died under it (this batch)
+        self.isolate = False  # stream even a map chunk: it crashed once already
 
     def broken(self, why: str) -> None:
         if _break_shared(self.shared, why):
@@ -540,10 +556,12 @@ class _Feeder:
         calls = batch.calls
         outcomes: list[tuple[bool, Any] | None] = [None] * len(calls)
         todo = list(range(len(calls)))
-        stream = not batch.collect
         name = describe(batch.fn)
+        self.crashes = {}
+        self.isolate = False
         try:
             while todo:
+                stream = not batch.collect or self.isolate
                 limit = self.shared.max_tasks_per_child
                 room = len(todo) if limit is None else max(1, limit - self.done_here)
                 piece = todo[:room]
@@ -614,12 +632,12 @@ class _Feeder:
             self.shared.retire(process)
             self.process = None
         else:
-            error = WorkerCrashedError(
+            lost = WorkerCrashedError(
                 f"{_HANDOFF_ATTEMPTS} worker processes in a row died before they could "
                 f"read the job for {name}; it did not run"
             )
             for i in piece:
-                outcomes[i] = (False, error)
+                outcomes[i] = (False, lost)
             return len(piece)
         answered = 0
         while answered < len(piece):
@@ -657,6 +675,8 @@ class _Feeder:
         outcomes: list[tuple[bool, Any] | None],
     ) -> None:
         how = process.describe_death()
+        self.shared.retire(process)
+        self.process = None
         if stream:
             why = (
                 f"the worker process (pid {process.pid}) running {name}() {how}; "
@@ -670,12 +690,21 @@ class _Feeder:
                 "crashed did not run)"
             )
             lost = piece[answered:]
+        retries = self.shared.crash_retries
+        attempts = max(self.crashes.get(i, 0) for i in lost) + 1
+        if attempts <= retries:
+            # The user opted in: run them again, one by one, on a new worker.
+            for i in lost:
+                self.crashes[i] = self.crashes.get(i, 0) + 1
+            self.isolate = True
+            logger.warning("adaptive_pool: %s; running it again (retry %d of %d)", why, attempts, retries)
+            return
+        if retries:
+            why += f" (it crashed {attempts} times; crash_retries={retries})"
         logger.warning("adaptive_pool: %s", why)
         error = WorkerCrashedError(why)
         for i in lost:
             outcomes[i] = (False, error)
-        self.shared.retire(process)
-        self.process = None
 
 
 def _dumps_job(
@@ -695,7 +724,8 @@ def _dumps_job(
     import cloudpickle
 
     try:
-        return cloudpickle.dumps((fn, [calls[i] for i in piece], stream), protocol=5)
+        data: bytes = cloudpickle.dumps((fn, [calls[i] for i in piece], stream), protocol=5)
+        return data
     except Exception as exc:
         first_error: Exception = exc
     try:
@@ -724,7 +754,8 @@ def _dumps_job(
     if not sendable:
         return None
     try:
-        return cloudpickle.dumps((fn, [calls[i] for i in sendable], stream), protocol=5)
+        data = cloudpickle.dumps((fn, [calls[i] for i in sendable], stream), protocol=5)
+        return data
     except Exception as exc:  # pickles alone, not together: give up on the lot
         error = pickle.PicklingError(f"the job for {describe(fn)} could not be pickled: {first_error}")
         error.__cause__ = exc
@@ -733,7 +764,7 @@ def _dumps_job(
         return None
 
 
-_LIVE_POOLS: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()
+_LIVE_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
 
 def _at_exit() -> None:

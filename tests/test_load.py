@@ -19,8 +19,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from adaptive_pool import AutoExecutor
-from adaptive_pool import _executor
+from adaptive_pool import AutoExecutor, _executor
 from adaptive_pool._profile import PROFILES
 from adaptive_pool._workloads import tiny
 

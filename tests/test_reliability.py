@@ -299,6 +299,59 @@ def _pid_of(_: int) -> int:
     return os.getpid()
 
 
+def crash_once_at_three(x: int, marker: str) -> int:
+    """Kills its worker the first time it runs with x == 3, then works."""
+    if x == 3 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(9)
+    return x
+
+
+def _run_batch(pool: WorkerPool, fn: Any, calls: list[Any], collect: bool = False) -> list[Any]:
+    """Run one batch on the pool; a map chunk (collect) gives ``[("ok", outcomes)]``."""
+    futures: list[Future[Any]] = [Future()] if collect else [Future() for _ in calls]
+    done = threading.Event()
+    batch = Batch(fn, calls, futures, on_done=lambda b: done.set(), collect=collect)
+    collected = batch.outcomes  # the batch lets go of it when it finishes
+    pool.submit(batch)
+    assert done.wait(60)
+    if collect:
+        assert collected is not None and collected.closed
+        return [("ok", list(collected.items))]
+    return [outcome(f, 0) for f in futures]
+
+
+@pytest.mark.parametrize("collect", [False, True], ids=["submitted", "map_chunk"])
+def test_worker_pool_crash_retries_when_opted_in(tmp_path: Any, collect: bool) -> None:
+    pool = WorkerPool(1, crash_retries=1)
+    try:
+        calls = [((i, str(tmp_path / "marker")), {}) for i in range(6)]
+        got = _run_batch(pool, crash_once_at_three, calls, collect)
+        if collect:
+            assert got == [("ok", [(True, i) for i in range(6)])]
+        else:
+            assert got == [("ok", i) for i in range(6)]
+        # A call that crashes every time fails after its retries, saying so.
+        got = _run_batch(pool, crash_if_three, [((i,), {}) for i in range(5)], collect)
+        if collect:
+            (kind, outcomes), = got
+            assert kind == "ok" and outcomes[:3] == [(True, 0), (True, 1), (True, 2)]
+            ok, exc = outcomes[3]
+        else:
+            assert [g for i, g in enumerate(got) if i != 3] == [("ok", i) for i in range(5) if i != 3]
+            assert got[3][1] is WorkerCrashedError
+            ok, exc = False, got[3][2]
+        assert not ok
+        assert "crashed 2 times" in str(exc) and "crash_retries=1" in str(exc)
+    finally:
+        pool.shutdown()
+
+
+def test_worker_pool_rejects_bad_crash_retries() -> None:
+    with pytest.raises(ValueError, match="crash_retries"):
+        WorkerPool(1, crash_retries=-1)
+
+
 # ----------------------------------------------------------------------
 # Concurrency and callbacks
 
