@@ -171,11 +171,8 @@ def main() -> None:
             initializer, initargs = pickle.loads(init_payload)
             initializer(*initargs)
         except BaseException:
-            text = traceback.format_exc()
-            import logging
-
-            logging.getLogger("concurrent.futures").critical("Exception in initializer:\n%s", text)
-            outbox.send_bytes(pickle.dumps(("init_error", text)))
+            # The parent logs it (on "concurrent.futures", as the stdlib does).
+            outbox.send_bytes(pickle.dumps(("init_error", traceback.format_exc())))
             return
     outbox.send_bytes(pickle.dumps(("ready",)))
     try:

@@ -42,6 +42,8 @@ from ._identity import describe
 __all__ = ["RemoteError", "RemoteTraceback", "WorkerCrashedError", "WorkerPool", "settle_outcome"]
 
 logger = logging.getLogger("adaptive_pool")
+# The standard library reports initializer failures on this logger.
+_futures_logger = logging.getLogger("concurrent.futures")
 
 _WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
 
@@ -499,6 +501,9 @@ def _spawn(shared: _Shared) -> _WorkerProcess:
         raise _SpawnFailed(f"a new worker process {how} before it was ready")
     reply = pickle.loads(frame)
     if reply[0] == "init_error":
+        # Logged here, in the parent, where the standard library logs it and
+        # where the application's logging configuration applies.
+        _futures_logger.critical("Exception in initializer:\n%s", reply[1].rstrip())
         shared.retire(process)
         raise _InitFailed(
             "A process in the process pool was terminated abruptly while the "
