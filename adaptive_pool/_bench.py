@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._bench_runner import MODES, STDLIB_MODES
+from ._bench_runner import DIAGNOSTIC_MODES, MODES, STDLIB_MODES
 from ._bench_workloads import WORKLOADS
 
 __all__ = ["add_arguments", "format_table", "run", "run_bench", "summarize_results"]
@@ -41,7 +41,7 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
     """Options of ``adaptive-pool bench``."""
     parser.add_argument("--repeat", type=int, default=None, help="measurements per mode and workload (median; default 3, quick 1)")
     parser.add_argument("--only", default=None, metavar="NAME[,NAME]", help=f"workloads to run: {', '.join(WORKLOADS)}")
-    parser.add_argument("--modes", default=None, metavar="MODE[,MODE]", help=f"modes to run: {', '.join(MODES)}")
+    parser.add_argument("--modes", default=None, metavar="MODE[,MODE]", help=f"modes to run: {', '.join(MODES)} (default: all), or the diagnostic {', '.join(DIAGNOSTIC_MODES)}")
     parser.add_argument("--quick", action="store_true", help="smoke-size workloads (well under a minute)")
     parser.add_argument("--json", default=None, metavar="PATH", help="where to write the results (default benchmarks/results.json in the repo, else ./adaptive-pool-bench.json)")
     parser.add_argument("--plot", default=None, metavar="FILE.png", help="draw a chart of the ratios (needs matplotlib: pip install 'adaptive_pool[plot]')")
@@ -56,9 +56,9 @@ def _default_json_path() -> Path:
     return cwd / "adaptive-pool-bench.json"
 
 
-def _split(value: str | None, known: Sequence[str], what: str) -> list[str]:
+def _split(value: str | None, known: Sequence[str], what: str, default: Sequence[str] | None = None) -> list[str]:
     if not value:
-        return list(known)
+        return list(known if default is None else default)
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -102,7 +102,33 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "load_avg_at_start": load,
+        "adaptive_pool": _source_info(),
     }
+
+
+def _source_info() -> dict[str, Any]:
+    """Which adaptive_pool was measured: its directory and, in a git checkout, the commit."""
+    import adaptive_pool
+
+    where = Path(adaptive_pool.__file__).resolve().parent
+    info: dict[str, Any] = {"path": str(where)}
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"], check=False, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode == 0:
+            info["commit"] = commit.stdout.strip()
+            status = subprocess.run(
+                ["git", "-C", str(where), "status", "--porcelain", "--", "."],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            info["uncommitted_changes"] = bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
 
 
 def run_bench(
@@ -366,7 +392,7 @@ def run(command: str, args: argparse.Namespace) -> int:
     """Run the benchmark as the options say; print the table; write JSON (and chart)."""
     try:
         workloads = _split(args.only, list(WORKLOADS), "workload")
-        modes = _split(args.modes, list(MODES), "mode")
+        modes = _split(args.modes, list(MODES + DIAGNOSTIC_MODES), "mode", default=MODES)
     except ValueError as exc:
         print(f"adaptive-pool bench: {exc}", file=sys.stderr)
         return 2
@@ -398,6 +424,11 @@ def run(command: str, args: argparse.Namespace) -> int:
             "submit": extras.submit_overhead(10_000 if args.quick else 100_000, 1 if args.quick else repeat),
             "map": extras.map_overhead(100_000 if args.quick else 1_000_000, 1),
         }
+    try:
+        # Other work on the machine inflates every time; record how busy it was.
+        data["machine"]["load_avg_at_end"] = os.getloadavg()
+    except OSError:
+        pass
     print(format_table(data))
     json_path = Path(args.json) if args.json else _default_json_path()
     json_path.parent.mkdir(parents=True, exist_ok=True)

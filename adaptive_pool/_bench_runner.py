@@ -23,10 +23,15 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MODES", "STDLIB_MODES", "main"]
+__all__ = ["DIAGNOSTIC_MODES", "MODES", "STDLIB_MODES", "main"]
 
 #: Every mode, in table order.
 MODES: tuple[str, ...] = ("serial", "threads", "threads32", "processes", "processes_chunked", "joblib", "auto")
+#: Diagnostic modes, run only when named with ``--modes``: ``auto_warm``
+#: times a fresh AutoExecutor on a function whose profile an earlier executor
+#: in the same process already measured (on the first few inputs, outside
+#: the clock), which separates the cost of probing from that of the route.
+DIAGNOSTIC_MODES: tuple[str, ...] = ("auto_warm",)
 #: The modes whose best time is the baseline: plain standard-library choices.
 STDLIB_MODES: tuple[str, ...] = ("serial", "threads", "threads32", "processes", "processes_chunked")
 
@@ -78,7 +83,7 @@ def run_mode(mode: str, fn: Callable[[Any], Any], items: list[Any], extra: dict[
         # of the cost, as shutdown is for the other modes.
         get_reusable_executor().shutdown(wait=True)
         return list(out)
-    if mode == "auto":
+    if mode in ("auto", "auto_warm"):
         from adaptive_pool import AutoExecutor
 
         ex = AutoExecutor()
@@ -91,7 +96,15 @@ def run_mode(mode: str, fn: Callable[[Any], Any], items: list[Any], extra: dict[
         if decision is not None:
             extra["route"] = f"{decision.backend} x{decision.workers} chunk {decision.chunksize}"
         return out
-    raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES + DIAGNOSTIC_MODES)}")
+
+
+def _warm_profile(fn: Callable[[Any], Any], items: list[Any]) -> None:
+    """Let an AutoExecutor measure ``fn`` on the first inputs (not timed)."""
+    from adaptive_pool import AutoExecutor
+
+    with AutoExecutor() as ex:
+        list(ex.map(fn, items[:8]))
 
 
 def measure(workload: str, mode: str, quick: bool) -> dict[str, Any]:
@@ -100,20 +113,22 @@ def measure(workload: str, mode: str, quick: bool) -> dict[str, Any]:
 
     # Import what the mode needs before the clock starts: import time is
     # measured apart (cold start), not in every workload.
-    if mode == "auto":
+    if mode in ("auto", "auto_warm"):
         import adaptive_pool  # noqa: F401
     elif mode == "joblib":
         import joblib  # noqa: F401
     import concurrent.futures  # noqa: F401
 
     capture = _LogCapture()
-    if mode == "auto":
+    if mode in ("auto", "auto_warm"):
         lib_logger = logging.getLogger("adaptive_pool")
         lib_logger.addHandler(capture)
         lib_logger.setLevel(logging.DEBUG)
     extra: dict[str, Any] = {}
     with prepare(workload, quick) as prepared:
         items = prepared.items
+        if mode == "auto_warm":
+            _warm_profile(prepared.fn, items)
         capture.wall0 = time.time()
         start = time.perf_counter()
         try:
@@ -137,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: print one JSON report."""
     parser = argparse.ArgumentParser(prog="python -m adaptive_pool._bench_runner")
     parser.add_argument("workload")
-    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("mode", choices=MODES + DIAGNOSTIC_MODES)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dump-after", type=float, default=0.0, help="dump every thread's stack to stderr after this many seconds (diagnose hangs)")
     args = parser.parse_args(argv)
