@@ -25,13 +25,19 @@ import threading
 import time
 import weakref
 from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures._base import BrokenExecutor
-from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from ._batch import Batch, Call, Outcomes
-from ._identity import describe, function_key, is_coroutine_function, underlying_function
+from ._identity import (
+    describe,
+    function_key,
+    is_coroutine_function,
+    underlying_function,
+)
 from ._policy import (
     Backend,
     Decision,
@@ -86,20 +92,20 @@ class _FunctionState:
     """What one executor knows about one function."""
 
     __slots__ = (
-        "key",
-        "name",
         "decision",
-        "probes_started",
-        "probes_done",
-        "samples",
-        "tracker",
-        "pending",
-        "listeners",
-        "timer",
-        "fn",
         "facts",
         "facts_lock",
+        "fn",
+        "key",
+        "listeners",
+        "name",
+        "pending",
+        "probes_done",
+        "probes_started",
         "provisional",
+        "samples",
+        "timer",
+        "tracker",
     )
 
     def __init__(self, key: Hashable, name: str, monitor: GilMonitor) -> None:
@@ -542,7 +548,7 @@ class AutoExecutor(Executor):
                 max_workers=self._max_workers,
             )
         except Exception as exc:
-            logger.error("adaptive_pool: the policy failed; using threads", exc_info=True)
+            logger.exception("adaptive_pool: the policy failed; using threads")
             return forced_decision(
                 "thread", f"the policy failed ({exc!r}): threads are always safe", self._max_workers, self._cores
             )
@@ -1026,7 +1032,7 @@ def _close_routes(routes: dict[str, Route]) -> None:
         route.shutdown(wait=False)
 
 
-_LIVE_EXECUTORS: "weakref.WeakSet[AutoExecutor]" = weakref.WeakSet()
+_LIVE_EXECUTORS: weakref.WeakSet[AutoExecutor] = weakref.WeakSet()
 
 
 def _at_exit() -> None:

@@ -15,14 +15,15 @@ import queue
 import threading
 import weakref
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from concurrent.futures.thread import BrokenThreadPool
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ._batch import CANCELLED, Batch
 from ._workers import WorkerPool, settle_outcome
 
-__all__ = ["Route", "ThreadRoute", "InlineRoute", "ProcessRoute", "ForeignProcessRoute"]
+__all__ = ["ForeignProcessRoute", "InlineRoute", "ProcessRoute", "Route", "ThreadRoute"]
 
 # The standard library logs initializer failures here; users and CPython's
 # own tests look for them on this logger.
@@ -170,7 +171,7 @@ class ThreadRoute(Route):
                 batch.settle(outcome)
 
 
-def _thread_main(route_ref: "weakref.ref[ThreadRoute]", work: "queue.SimpleQueue[Batch | None]") -> None:
+def _thread_main(route_ref: weakref.ref[ThreadRoute], work: queue.SimpleQueue[Batch | None]) -> None:
     route = route_ref()
     if route is None or not route._initialize():
         return
@@ -319,14 +320,14 @@ def _settle_remote(batch: Batch, remote: Any) -> None:
     import pickle
 
     try:
-        kind, outcomes = pickle.loads(remote.result())
+        _kind, outcomes = pickle.loads(remote.result())
     except BaseException as exc:
         batch.settle(exc)
         return
     batch.settle([settle_outcome(o) for o in outcomes])
 
 
-_LIVE_ROUTES: "weakref.WeakSet[ThreadRoute]" = weakref.WeakSet()
+_LIVE_ROUTES: weakref.WeakSet[ThreadRoute] = weakref.WeakSet()
 
 
 def _at_exit() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 
@@ -46,6 +46,7 @@ def run_python(
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,
     )
 
 
