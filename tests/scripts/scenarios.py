@@ -25,7 +25,7 @@ import time
 from concurrent.futures import CancelledError, Future, wait
 from typing import Any, Callable
 
-from adaptive_pool import AutoExecutor, Choice, _workers
+from adaptive_pool import AutoExecutor, Choice, HeuristicPolicy, _workers
 from adaptive_pool._workloads import python_loop
 
 PARENT = os.getpid()
@@ -161,7 +161,10 @@ def make_executor(route: str, **kwargs: Any) -> AutoExecutor:
     if route == "processes":
         return AutoExecutor(2, prefer="processes", **kwargs)
     if route == "auto":
-        return AutoExecutor(2, **kwargs)
+        # The automatic path, probes and all, deciding with the hand-written
+        # heuristic (which sends a few ms of pure Python to processes); the
+        # bundled model is another module's subject.
+        return AutoExecutor(2, policy=HeuristicPolicy(), **kwargs)
     if route == "auto_policy":
         # Undecided calls pile up while the probes run, then go out in
         # multi-call batches: the case where one crash could take others along.
@@ -185,7 +188,7 @@ def crashing_task(i: int, crash_at: int, how: str, work: int) -> int:
 @scenario
 def crash_submit(route: str, how: str, n: int = 24, crash_at: int = 9) -> dict[str, Any]:
     """One task of many kills its worker; what do the others see?"""
-    work = 50000 if route == "auto" else 2000  # a few ms: the heuristic says "process"
+    work = 100000 if route == "auto" else 2000  # a few ms: the heuristic says "process"
     ex = make_executor(route)
     decision = None
     if route == "auto":
