@@ -10,10 +10,11 @@ its own exception.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Callable, Sequence
+from typing import Any
 
-__all__ = ["Batch", "Call", "CANCELLED", "Outcomes"]
+__all__ = ["CANCELLED", "Batch", "Call", "Outcomes"]
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
 
@@ -40,7 +41,7 @@ class Outcomes:
     ``ProcessPoolExecutor.map`` does with ``chunksize``.
     """
 
-    __slots__ = ("items", "closed", "_cond", "_waiters")
+    __slots__ = ("_cond", "_waiters", "closed", "items")
 
     def __init__(self) -> None:
         self.items: list[Any] = []
@@ -86,14 +87,14 @@ class Outcomes:
 class Batch:
     """Calls of ``fn`` with their futures; ``on_done`` runs once when all settle."""
 
-    __slots__ = ("fn", "calls", "futures", "size", "collect", "outcomes", "_on_done", "_invoke", "_finished")
+    __slots__ = ("_finished", "_invoke", "_on_done", "calls", "collect", "fn", "futures", "outcomes", "size")
 
     def __init__(
         self,
         fn: Callable[..., Any],
         calls: list[Call],
         futures: Sequence[Future[Any]],
-        on_done: Callable[["Batch"], None] | None = None,
+        on_done: Callable[[Batch], None] | None = None,
         invoke: Invoker | None = None,
         collect: bool = False,
     ) -> None:
