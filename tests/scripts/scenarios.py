@@ -25,7 +25,7 @@ import time
 from concurrent.futures import CancelledError, Future, wait
 from typing import Any, Callable
 
-from adaptive_pool import AutoExecutor, Choice, HeuristicPolicy, _workers
+from adaptive_pool import AutoExecutor, Choice, HeuristicPolicy, _workers, pin
 from adaptive_pool._workloads import python_loop
 
 PARENT = os.getpid()
@@ -185,6 +185,11 @@ def crashing_task(i: int, crash_at: int, how: str, work: int) -> int:
     return i * 10
 
 
+@pin("threads")
+def hold(release: threading.Event) -> bool:
+    return release.wait(30)
+
+
 @scenario
 def crash_submit(route: str, how: str, n: int = 24, crash_at: int = 9) -> dict[str, Any]:
     """One task of many kills its worker; what do the others see?"""
@@ -199,8 +204,18 @@ def crash_submit(route: str, how: str, n: int = 24, crash_at: int = 9) -> dict[s
         if decision is None or decision.backend != "process":
             ex.shutdown()
             return {"skipped": f"heuristic chose {decision}"}
+    release = threading.Event()
+    if route == "auto_policy":
+        # Hold both of max_workers=2 slots, so the probes cannot start before
+        # every call is submitted: the calls pile up undecided, then go to
+        # the workers in multi-call batches.
+        blockers = [ex.submit(hold, release) for _ in range(2)]
+        time.sleep(0.1)
     futures = [ex.submit(crashing_task, i, crash_at, how, work) for i in range(n)]
+    release.set()
     outcomes = [outcome(f) for f in futures]
+    if route == "auto_policy":
+        assert all(b.result(30) for b in blockers)
     pids_before = pool_pids(ex)
     again = list(ex.map(abs, range(-5, 0)))
     again_process = outcome(ex.submit(crashing_task, 1000, crash_at, how, 0))
