@@ -314,7 +314,9 @@ def format_extras(extras: dict[str, Any]) -> str:
         lines.append(
             f"Cold start (script: import, map 20 sleeps of 5 ms, exit; median of {cold['runs']}): "
             f"ThreadPoolExecutor {cold['threads_s'] * 1e3:.0f} ms, AutoExecutor {cold['auto_s'] * 1e3:.0f} ms, "
-            f"difference {cold['extra_ms']:+.0f} ms (import alone {cold['import_extra_ms']:+.0f} ms)."
+            f"difference {cold['extra_ms']:+.0f} ms; fastest runs {cold['threads_min_s'] * 1e3:.0f} vs "
+            f"{cold['auto_min_s'] * 1e3:.0f} ms, difference {cold['extra_ms_min']:+.0f} ms "
+            f"(import alone {cold['import_extra_ms']:+.0f} ms)."
         )
     sub = extras.get("submit")
     if sub and sub.get("threads", {}).get("ok") and sub.get("auto", {}).get("ok"):
@@ -420,7 +422,7 @@ def run(command: str, args: argparse.Namespace) -> int:
 
         progress("measuring cold start, per-submit overhead and large maps ...")
         data["extras"] = {
-            "cold_start": extras.cold_start(3 if args.quick else 15),
+            "cold_start": extras.cold_start(3 if args.quick else 21),
             "submit": extras.submit_overhead(10_000 if args.quick else 100_000, 1 if args.quick else repeat),
             "map": extras.map_overhead(100_000 if args.quick else 1_000_000, 1),
         }
