@@ -74,6 +74,30 @@ _BACKENDS: tuple[Backend, ...] = ("inline", "thread", "process")
 _PICKLE_MAGIC = (b"\x80", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"PK\x03\x04")
 
 
+#: Inputs a model may add to :data:`MODEL_FEATURES`, each computed from the
+#: features by a fixed formula here (the trainer calls the same code, so
+#: training and run time agree).  A tree cannot divide one feature by
+#: another, and some boundaries between routes are ratios.
+DERIVED_FEATURES: dict[str, str] = {
+    "transfer_per_wall": "bytes moved per call (arguments + result) over the call's wall time",
+}
+
+
+def derived_value(name: str, features: Mapping[str, float]) -> float:
+    """The value of the derived input ``name`` (see :data:`DERIVED_FEATURES`)."""
+    if name == "transfer_per_wall":
+        moved = max(float(features.get("arg_bytes", 0.0)), 0.0) + max(float(features.get("result_bytes", 0.0)), 0.0)
+        return moved / max(float(features.get("wall_s", 0.0)), 1e-7)
+    raise KeyError(name)
+
+
+def model_inputs(features: Mapping[str, float], derived: Sequence[str] = ()) -> list[float]:
+    """A model's input row (float64): :data:`MODEL_FEATURES` in order, then ``derived``."""
+    row = [float(features.get(name, 0.0)) for name in MODEL_FEATURES]
+    row.extend(derived_value(name, features) for name in derived)
+    return row
+
+
 class ModelError(ValueError):
     """A model file cannot be used; the message says why."""
 
@@ -145,16 +169,18 @@ class ModelPolicy:
     def __init__(self, data: Mapping[str, Any], path: str | None = None) -> None:
         self.path = path
         self.features: tuple[str, ...] = tuple(data["features"])
+        self.derived: tuple[str, ...] = tuple(data.get("derived") or ())
         self.classes: tuple[str, ...] = tuple(data["classes"])
         self.metadata: dict[str, Any] = dict(data.get("metadata") or {})
         n_classes = len(self.classes)
-        self._trees = [_Tree(t, len(self.features), n_classes) for t in data["trees"]]
+        n_inputs = len(self.features) + len(self.derived)
+        self._trees = [_Tree(t, n_inputs, n_classes) for t in data["trees"]]
         if not self._trees:
             raise ModelError("is corrupt (it has no trees)")
 
     def vector(self, features: Mapping[str, float]) -> list[float]:
-        """The model's input row: features in order, rounded to float32."""
-        return [_f32(float(features.get(name, 0.0))) for name in self.features]
+        """The model's input row: features then derived inputs, rounded to float32."""
+        return [_f32(v) for v in model_inputs(features, self.derived)]
 
     def predict_proba(self, features: Mapping[str, float] | Sequence[float]) -> list[float]:
         """Class probabilities, averaged over the trees as scikit-learn does."""
@@ -229,6 +255,11 @@ def parse_model(data: Any, path: str | None = None) -> ModelPolicy:
         raise ModelError(
             f"uses features {features!r}, not this adaptive_pool's {list(MODEL_FEATURES)!r}; "
             "run 'adaptive-pool retrain'"
+        )
+    derived = data.get("derived", [])
+    if not isinstance(derived, list) or any(d not in DERIVED_FEATURES for d in derived):
+        raise ModelError(
+            f"uses derived inputs {derived!r} this adaptive_pool does not know; upgrade or retrain"
         )
     classes = data.get("classes")
     if (

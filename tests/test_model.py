@@ -378,3 +378,27 @@ def test_runtime_imports_no_sklearn_joblib_or_numpy(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split(" ", 1) == ["ModelPolicy", "[]\n"]
+
+
+def test_derived_inputs_are_computed_by_the_runtime_and_unknown_ones_refused(isolated: Path) -> None:
+    data = leaf_model()
+    data["derived"] = ["transfer_per_wall"]
+    data["trees"] = [
+        {
+            "children_left": [1, -1, -1],
+            "children_right": [2, -1, -1],
+            "feature": [len(MODEL_FEATURES), -2, -2],  # the derived input
+            "threshold": [1e9, -2.0, -2.0],
+            "value": [[1, 1, 1], [0, 1, 0], [0, 0, 1]],
+        }
+    ]
+    policy = parse_model(data)
+    f = dict.fromkeys(MODEL_FEATURES, 0.0)
+    f.update(wall_s=0.01, arg_bytes=1e6, result_bytes=-1.0)  # 1e8 bytes/s: left
+    assert policy.predict(f) == "process"
+    f["result_bytes"] = 1e8  # 1e10 bytes/s: right
+    assert policy.predict(f) == "thread"
+    data["derived"] = ["from_the_future"]
+    bad = write(isolated / "future.json", data)
+    with pytest.warns(UserWarning, match="derived inputs"):
+        assert resolve_model(str(bad))[1] == "heuristic"

@@ -30,7 +30,7 @@ from adaptive_pool.training.collect import (
 )
 from adaptive_pool.training.train import label_of, load_dataset, train
 
-TINY = Settings(target_s=0.005, min_items=4, max_items=100, repeats=1, probe_items=3, variants=("inline", "thread", "process_c1"))
+TINY = Settings(target_s=0.005, min_items=4, max_items=100, repeats=1, probe_items=2, variants=("inline", "thread", "process_c1"))
 TINY_FAMILIES = ["py_loop", "wait_sleep", "tiny"]
 
 

@@ -105,12 +105,19 @@ class Settings:
     min_items: int = 12
     max_items: int = 4000
     repeats: int = 3
-    probe_items: int = 6
+    #: Calls in the feature run: the executor's probes (2), nothing more, so
+    #: that the features are those of the first calls (with more, a cost
+    #: that grows with the input makes the executor probe again).
+    probe_items: int = 2
+    #: Bytes moved (arguments + results) per instance, at most; beyond
+    #: ``min_items`` calls, fewer calls are timed.
+    max_bytes: int = 128 * 1024 * 1024
     variants: tuple[str, ...] = tuple(v.name for v in VARIANTS)
 
 
 FULL = Settings()
 QUICK = Settings(target_s=0.1, min_items=8, max_items=2000, repeats=1, variants=QUICK_VARIANTS)
+PROBES = 2
 
 
 def csv_columns() -> list[str]:
@@ -147,7 +154,7 @@ def measure_features(fn: Callable[..., Any], probe_args: list[tuple[Any, ...]], 
     """Features of ``fn`` exactly as an ``AutoExecutor`` measures them."""
     key = function_key(fn)
     PROFILES.discard(key)
-    with AutoExecutor(policy=_FixedPolicy("thread")) as ex:
+    with AutoExecutor(policy=_FixedPolicy("thread"), probes=PROBES) as ex:
         list(ex.map(fn, *zip(*probe_args)))
         deadline = time.monotonic() + timeout
         features = PROFILES.get(key)
@@ -208,6 +215,8 @@ def measure_instance(inst: fam.Instance, settings: Settings, cores: int) -> dict
     features = measure_features(fn, probe_args)
     wall = max(features["wall_s"], 1e-7)
     count = int(min(settings.max_items, max(settings.min_items, round(settings.target_s / wall))))
+    moved = max(features["arg_bytes"], 0.0) + max(features["result_bytes"], 0.0)
+    count = int(max(settings.min_items, min(count, settings.max_bytes // max(moved, 1.0))))
     args = inst.args(count)
     blocked = process_blockers(features) is not None
     row: dict[str, Any] = {

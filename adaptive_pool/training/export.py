@@ -59,13 +59,18 @@ def _leaf_probabilities(tree: Any, n_classes: int) -> list[list[float]]:
     return [[float(p) for p in row] for row in value]
 
 
-def export_dict(estimator: Any, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def export_dict(
+    estimator: Any, metadata: Mapping[str, Any] | None = None, derived: Sequence[str] = ()
+) -> dict[str, Any]:
     """The JSON-ready form of a fitted tree or forest classifier.
 
     ``value`` holds each node's class probabilities exactly as the tree's
     ``predict_proba`` gives them; the runtime averages them over the trees
     in the same order as scikit-learn, so predictions match bit for bit.
     """
+    n_inputs = len(MODEL_FEATURES) + len(derived)
+    if getattr(estimator, "n_features_in_", n_inputs) != n_inputs:
+        raise ValueError(f"the estimator takes {estimator.n_features_in_} inputs, not {n_inputs}")
     trees = []
     n_classes = len(estimator.classes_)
     for tree in _trees_of(estimator):
@@ -87,6 +92,7 @@ def export_dict(estimator: Any, metadata: Mapping[str, Any] | None = None) -> di
         "format_version": MODEL_FORMAT_VERSION,
         "schema_version": FEATURE_SCHEMA_VERSION,
         "features": list(MODEL_FEATURES),
+        "derived": list(derived),
         "classes": [str(c) for c in estimator.classes_],
         "kind": type(estimator).__name__,
         "trees": trees,
@@ -117,7 +123,9 @@ def sidecar_paths(json_path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
     return p, p.with_suffix(".joblib"), p.with_name(p.stem + ".metadata.json")
 
 
-def save_model(estimator: Any, json_path: str | os.PathLike[str], metadata: Mapping[str, Any]) -> Path:
+def save_model(
+    estimator: Any, json_path: str | os.PathLike[str], metadata: Mapping[str, Any], derived: Sequence[str] = ()
+) -> Path:
     """Write the JSON export, the joblib file and the metadata; return the JSON path.
 
     Each file is written to a temporary name and renamed, so a running
@@ -127,7 +135,7 @@ def save_model(estimator: Any, json_path: str | os.PathLike[str], metadata: Mapp
 
     model_json, model_joblib, meta_json = sidecar_paths(json_path)
     model_json.parent.mkdir(parents=True, exist_ok=True)
-    data = export_dict(estimator, metadata)
+    data = export_dict(estimator, metadata, derived)
     parse_model(json.loads(json.dumps(data)), str(model_json))  # refuse to write what we could not read
     _atomic_text(meta_json, json.dumps(dict(metadata), indent=2, sort_keys=True) + "\n")
     tmp = model_joblib.with_name(model_joblib.name + ".tmp")

@@ -364,8 +364,10 @@ def _tiny_args(params: Mapping[str, Any], count: int) -> list[Args]:
 
 
 def _big_args_args(params: Mapping[str, Any], count: int) -> list[Args]:
+    # A distinct object per call: pickle would send one shared object once
+    # per batch, which real arguments do not allow.
     data = _buffer(int(params["nbytes"]))
-    return [(data, params["n"])] * count
+    return [(data[:-1] + bytes([i % 256]), params["n"]) for i in range(count)]
 
 
 def _growing(params: Mapping[str, Any], count: int) -> list[Args]:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._model import parse_model, user_model_path
+from .._model import DERIVED_FEATURES, model_inputs, parse_model, user_model_path
 from .._policy import Backend, HeuristicPolicy, Policy, decide
 from .._profile import FEATURE_SCHEMA_VERSION, MODEL_FEATURES, SAFETY_FEATURES
 from .collect import (
@@ -70,6 +70,10 @@ MODEL_PARAMS: dict[str, Any] = {
     "random_state": 0,
 }
 
+
+#: Derived inputs the model uses besides :data:`MODEL_FEATURES` (computed by
+#: :func:`adaptive_pool._model.model_inputs`, at training and at run time).
+DERIVED: tuple[str, ...] = tuple(DERIVED_FEATURES)
 
 #: Routes within this fraction of the fastest are tied for the label.
 TIE_TOLERANCE = 0.10
@@ -125,7 +129,7 @@ def load_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
                 continue
             feats = {name: float(row[name]) for name in MODEL_FEATURES + SAFETY_FEATURES}
             data.features.append(feats)
-            data.X.append([feats[name] for name in MODEL_FEATURES])
+            data.X.append(model_inputs(feats, DERIVED))
             data.y.append(label_of(times))
             data.families.append(row["family"])
             data.times.append(times)
@@ -135,12 +139,25 @@ def load_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     return data
 
 
-def sample_weights(data: Dataset) -> list[float]:
-    """How much choosing wrong costs on each row (see the module docstring)."""
+def sample_weights(data: Dataset, weighting: str = "log") -> list[float]:
+    """How much choosing wrong costs on each row (see the module docstring).
+
+    ``"log"``: the mean log time ratio of the other routes to the best;
+    ``"time"``: the mean seconds lost, over the median best time;
+    ``"none"``: every row alike.
+    """
     out = []
+    bests = sorted(min(t.values()) for t in data.times)
+    scale = bests[len(bests) // 2] if bests else 1.0
     for times in data.times:
         best = min(times.values())
-        others = [math.log(t / best) for t in times.values() if t > best]
+        if weighting == "none":
+            out.append(1.0)
+            continue
+        if weighting == "time":
+            others = [(t - best) / scale for t in times.values() if t > best]
+        else:
+            others = [math.log(t / best) for t in times.values() if t > best]
         out.append(0.02 + (sum(others) / len(others) if others else 0.0))
     return out
 
@@ -152,18 +169,14 @@ def make_estimator(**overrides: Any) -> Any:
     return RandomForestClassifier(**{**MODEL_PARAMS, **overrides})
 
 
-_ARG = MODEL_FEATURES.index("arg_bytes")
-_RESULT = MODEL_FEATURES.index("result_bytes")
+def mirrored(features: Mapping[str, float]) -> list[float]:
+    """The input row of ``features`` with argument and result sizes swapped (see :func:`fit`)."""
+    swapped = dict(features)
+    swapped["arg_bytes"], swapped["result_bytes"] = features["result_bytes"], features["arg_bytes"]
+    return model_inputs(swapped, DERIVED)
 
 
-def mirrored(x: Sequence[float]) -> list[float]:
-    """``x`` with argument and result sizes swapped (see :func:`fit`)."""
-    out = list(x)
-    out[_ARG], out[_RESULT] = out[_RESULT], out[_ARG]
-    return out
-
-
-def fit(data: Dataset, *, mirror: bool = True, **overrides: Any) -> Any:
+def fit(data: Dataset, *, mirror: bool = True, weighting: str = "log", **overrides: Any) -> Any:
     """Fit the classifier on ``data`` (cost-weighted).
 
     With ``mirror`` every row is also shown with its argument and result
@@ -175,9 +188,9 @@ def fit(data: Dataset, *, mirror: bool = True, **overrides: Any) -> Any:
 
     X = [list(x) for x in data.X]
     y = list(data.y)
-    w = sample_weights(data)
+    w = sample_weights(data, weighting)
     if mirror:
-        X = X + [mirrored(x) for x in X]
+        X = X + [mirrored(f) for f in data.features]
         y = y + y
         w = [v / 2 for v in w] * 2
     est = make_estimator(**overrides)
@@ -225,7 +238,7 @@ def evaluate(data: Dataset, **overrides: Any) -> dict[str, Any]:
         if len(set(train_set.y)) < 1 or not len(train_set):
             continue
         est = fit(train_set, **overrides)
-        policy = parse_model(json.loads(json.dumps(export_dict(est))))
+        policy = parse_model(json.loads(json.dumps(export_dict(est, derived=DERIVED))))
         model_choices = [_choose(policy, f) for f in test_set.features]
         heur_choices = [_choose(heuristic, f) for f in test_set.features]
         per_family[held] = {"model": score(model_choices, test_set), "heuristic": score(heur_choices, test_set)}
@@ -307,7 +320,7 @@ def train(
         table = format_table(scores)
         say(table)
     est = fit(dataset, **overrides)
-    policy = parse_model(json.loads(json.dumps(export_dict(est))))
+    policy = parse_model(json.loads(json.dumps(export_dict(est, derived=DERIVED))))
     check_export(est, policy, dataset.X)
     collections = []
     for p in paths:
@@ -320,6 +333,7 @@ def train(
         counts[label] = counts.get(label, 0) + 1
     metadata: dict[str, Any] = {
         "feature_names": list(MODEL_FEATURES),
+        "derived_inputs": {name: DERIVED_FEATURES[name] for name in DERIVED},
         "feature_schema_version": FEATURE_SCHEMA_VERSION,
         "collector_version": COLLECTOR_VERSION,
         "sklearn_version": sklearn.__version__,
@@ -340,7 +354,7 @@ def train(
         "export_checked_rows": len(dataset),
     }
     target = Path(output) if output is not None else user_model_path()
-    path = save_model(est, target, metadata)
+    path = save_model(est, target, metadata, DERIVED)
     say(f"model written to {path}")
     return TrainResult(path, metadata, table, est)
 
