@@ -212,11 +212,16 @@ def _mode_entry(workload: str, mode: str, reports: list[dict[str, Any]], expecte
         entry["median"] = statistics.median(times)
     decisions = [r["decision"] for r in reports if r.get("decision")]
     if decisions:
+        # Decisions may differ between repetitions (noisy probes): keep each.
         entry["decision"] = decisions[-1]
-        entry["route"] = [r.get("route") for r in reports if r.get("route")][-1]
+        entry["decisions"] = decisions
+        routes = [r["route"] for r in reports if r.get("route")]
+        entry["route"] = max(set(routes), key=routes.count) if routes else None
+        entry["routes"] = routes
     logs = [r["log"] for r in reports if r.get("log")]
     if logs:
         entry["log"] = logs[-1]
+        entry["logs"] = logs
     return entry
 
 
