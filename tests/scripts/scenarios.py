@@ -236,6 +236,13 @@ def crash_submit(route: str, how: str, n: int = 24, crash_at: int = 9) -> dict[s
 def crash_map(route: str, how: str, n: int = 20, crash_at: int = 9, chunksize: int = 4) -> dict[str, Any]:
     """A crash inside a map chunk: map raises; other chunks run once; the next map works."""
     ex = make_executor(route)
+    if route == "auto_policy":
+        # Decide first, and start the process route: a map does not start
+        # worker processes for a handful of short calls (it keeps them on threads).
+        warm = [ex.submit(crashing_task, -1 - k, crash_at, how, 0) for k in range(6)]
+        wait(warm)
+        assert ex.decision_for(crashing_task).backend == "process"
+        assert pool_pids(ex), "the process route did not start"
     seen: list[int] = []
     error = None
     try:
