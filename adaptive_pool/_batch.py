@@ -10,6 +10,7 @@ its own exception.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
@@ -87,7 +88,21 @@ class Outcomes:
 class Batch:
     """Calls of ``fn`` with their futures; ``on_done`` runs once when all settle."""
 
-    __slots__ = ("_finished", "_invoke", "_on_done", "calls", "collect", "fn", "futures", "outcomes", "size")
+    __slots__ = (
+        "_finished",
+        "_invoke",
+        "_on_done",
+        "calls",
+        "collect",
+        "cpu_s",
+        "elapsed_s",
+        "fn",
+        "futures",
+        "outcomes",
+        "ran",
+        "size",
+        "started",
+    )
 
     def __init__(
         self,
@@ -111,14 +126,23 @@ class Batch:
         self._on_done = on_done
         self._invoke = invoke or _invoke
         self._finished = False
+        # What the batch cost, for noticing a function whose cost changed:
+        # calls run, wall time from start to settle, and (when the calls ran
+        # in a thread of this process) that thread's CPU time.
+        self.ran = 0
+        self.started = 0.0
+        self.elapsed_s: float | None = None
+        self.cpu_s: float | None = None
 
     def start(self) -> bool:
         """Mark the futures running, dropping cancelled calls.
 
         Returns False (and finishes the batch) when nothing is left to run.
         """
+        self.started = time.perf_counter()
         if self.collect:
             if self.futures[0].set_running_or_notify_cancel():
+                self.ran = len(self.calls)
                 return True
             self._finish()
             return False
@@ -129,6 +153,7 @@ class Batch:
                 keep_calls.append(call)
                 keep_futures.append(future)
         self.calls, self.futures = keep_calls, keep_futures
+        self.ran = len(keep_calls)
         if not keep_futures:
             self._finish()
             return False
@@ -140,6 +165,7 @@ class Batch:
             return
         fn = self.fn
         invoke = self._invoke
+        cpu0 = time.thread_time()
         try:
             if self.collect:
                 sink = self.outcomes
@@ -156,6 +182,7 @@ class Batch:
                     future.set_exception(value)
                 del value  # do not keep results alive in this frame
         finally:
+            self.cpu_s = time.thread_time() - cpu0
             self._finish()
 
     def settle(self, outcome: Any) -> None:
@@ -188,6 +215,8 @@ class Batch:
         if self._finished:
             return
         self._finished = True
+        if self.started:
+            self.elapsed_s = time.perf_counter() - self.started
         on_done, self._on_done = self._on_done, None
         if self.outcomes is not None:
             self.outcomes.close()

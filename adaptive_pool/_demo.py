@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from . import _workloads as w
 from ._executor import AutoExecutor
 from ._profile import reset_profiles
 
-__all__ = ["DemoWorkload", "WORKLOADS", "add_arguments", "run"]
+__all__ = ["WORKLOADS", "DemoWorkload", "add_arguments", "run"]
 
 
 @dataclass(frozen=True)

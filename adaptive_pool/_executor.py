@@ -26,24 +26,30 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FuturesTimeoutError
+from concurrent.futures import CancelledError, Executor, Future, ProcessPoolExecutor
 from concurrent.futures._base import BrokenExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
-from ._batch import Batch, Call, Outcomes
+from ._batch import CANCELLED, Batch, Call
 from ._identity import (
+    calls_per_invocation,
     describe,
     function_key,
     is_coroutine_function,
     underlying_function,
 )
+from ._map import MapPlan, map_results
 from ._policy import (
     Backend,
     Decision,
     Policy,
+    cost_changed,
     decide,
     forced_decision,
+    process_pays_off,
+    size_chunks,
+    size_workers,
 )
 from ._profile import (
     PROFILES,
@@ -93,6 +99,7 @@ class _FunctionState:
 
     __slots__ = (
         "decision",
+        "drift",
         "facts",
         "facts_lock",
         "fn",
@@ -103,6 +110,7 @@ class _FunctionState:
         "probes_done",
         "probes_started",
         "provisional",
+        "reprobe",
         "samples",
         "timer",
         "tracker",
@@ -129,6 +137,11 @@ class _FunctionState:
         self.facts_lock = threading.Lock()
         # True while the decision rests on probes that had not finished.
         self.provisional = False
+        # Batches in a row whose cost differed from the decision's features.
+        self.drift = 0
+        # True while the decided function is measured again because its cost
+        # changed: the next calls are probes, the others keep the old route.
+        self.reprobe = False
 
 
 class _Gate:
@@ -233,6 +246,7 @@ class AutoExecutor(Executor):
         self._cores = usable_cores()
         self._serial = next(_EXECUTOR_SERIALS)
         self._thread_numbers = itertools.count()
+        self._plans: weakref.WeakSet[MapPlan] = weakref.WeakSet()
         # If the executor is dropped without shutdown(), its workers still end.
         weakref.finalize(self, _close_routes, self._routes)
         _LIVE_EXECUTORS.add(self)
@@ -281,11 +295,24 @@ class AutoExecutor(Executor):
         end_time = None if timeout is None else timeout + time.monotonic()
         with self._lock:
             self._check_open()
-        if buffersize is not None:
-            return self._map_buffered(fn, zip(*iterables), end_time, buffersize)
-        calls: list[Call] = [(args, {}) for args in zip(*iterables)]
-        chunk_futures = self._map_submit(fn, calls, chunksize)
-        return _map_results(chunk_futures, end_time)
+        source: Iterator[Call]
+        if buffersize is None:
+            # Like the standard library: the inputs are read now, the calls
+            # run whether or not the results are ever asked for.
+            calls: list[Call] = [(args, {}) for args in zip(*iterables)]
+            count: int | None = len(calls)
+            source = iter(calls)
+            del calls
+        else:
+            count = None
+            source = ((args, {}) for args in zip(*iterables))
+        plan = MapPlan(
+            self, fn, source, count=count, chunksize=chunksize, buffersize=buffersize, probes=self._probes
+        )
+        with self._lock:
+            self._plans.add(plan)
+        plan.pump()
+        return map_results(plan, end_time)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; finish (or cancel) what was accepted."""
@@ -310,12 +337,15 @@ class AutoExecutor(Executor):
             future.cancel()
         for listener in listeners:
             listener(None)
+        if cancel_futures:
+            for plan in list(self._plans):
+                plan.fail(CancelledError())
         with self._lock:
             self._outstanding -= len(cancelled)
             if self._outstanding <= 0:
                 self._idle.notify_all()
         for _, batch in backlog:
-            batch.settle(_cancelled())
+            batch.settle(CANCELLED)
         if cancel_futures:
             for route in list(self._routes.values()):
                 route.shutdown(wait=False, cancel_futures=True)
@@ -359,8 +389,9 @@ class AutoExecutor(Executor):
             raise RuntimeError("cannot schedule new futures after shutdown")
 
     def _forced_decision(self, fn: Callable[..., Any]) -> Decision | None:
-        pinned = getattr(underlying_function(fn), _PIN_ATTRIBUTE, None) or getattr(fn, _PIN_ATTRIBUTE, None)
-        if pinned is not None:
+        marker = getattr(underlying_function(fn), _PIN_ATTRIBUTE, None) or getattr(fn, _PIN_ATTRIBUTE, None)
+        if marker in ("thread", "process", "inline"):
+            pinned: Backend = marker
             if pinned == "process" and not self._allow_process:
                 pinned = "thread"
             return forced_decision(pinned, f"pinned to {pinned} with pin()", self._max_workers, self._cores)
@@ -379,27 +410,32 @@ class AutoExecutor(Executor):
         state = self._state_for(fn)
         probes: list[tuple[Call, Future[Any]]] = []
         timer: threading.Timer | None = None
+        direct: list[tuple[Call, Future[Any]]] = []
         with self._lock:
             decision = state.decision
-            if decision is None:
+            if decision is None or state.reprobe:
                 for call, future in zip(calls, futures):
                     if state.probes_started < self._probes:
                         state.probes_started += 1
                         probes.append((call, future))
-                    else:
+                    elif decision is None:
                         state.pending.append((fn, call, future))
+                    else:
+                        direct.append((call, future))
                 if probes and state.fn is None and state.facts is None:
                     state.fn = fn
                 # The deadline runs from the first probe, or from the first
                 # call that waits if it passed while nothing was waiting.
-                if state.timer is None and not self._routes_closed:
+                if decision is None and state.timer is None and not self._routes_closed:
                     timer = state.timer = threading.Timer(
                         self._probe_deadline, _weak_method(self._probe_deadline_hit), (state,)
                     )
                     timer.daemon = True
-        if decision is not None:
-            self._dispatch(decision, fn, calls, futures)
-            return
+            else:
+                direct = list(zip(calls, futures))
+        if direct:
+            assert decision is not None
+            self._dispatch(decision, fn, [c for c, _ in direct], [f for _, f in direct])
         for call, future in probes:
             self._start_probe(state, fn, call, future)
         if timer is not None:
@@ -466,7 +502,7 @@ class AutoExecutor(Executor):
                 state.samples.append(sample)
             if state.probes_done < state.probes_started:
                 return
-            if state.decision is not None and not state.provisional:
+            if state.decision is not None and not (state.provisional or state.reprobe):
                 return
             if state.samples and state.probes_started < self._probes and not (state.pending or state.listeners):
                 # Nothing waits, and the next call will be measured too: a
@@ -563,10 +599,11 @@ class AutoExecutor(Executor):
     def _settle_decision(self, state: _FunctionState, decision: Decision, *, provisional: bool) -> None:
         with self._lock:
             previous = state.decision
-            if previous is not None and not state.provisional:
+            if previous is not None and not (state.provisional or state.reprobe):
                 return
             state.decision = decision
             state.provisional = provisional
+            state.reprobe = False
             if state.timer is not None:
                 state.timer.cancel()
             if not provisional:
@@ -602,7 +639,6 @@ class AutoExecutor(Executor):
             return route
 
     def _make_route(self, backend: str) -> Route:
-        init = {"initializer": self._initializer, "initargs": self._initargs}
         # Routes must not keep the executor alive: a dropped executor is
         # finalized (and its workers stopped) as soon as the user lets go.
         on_broken = _weak_method(self._break)
@@ -610,24 +646,39 @@ class AutoExecutor(Executor):
             # With a user's prefix every worker thread is "<prefix>_<n>", as in
             # the standard library (n shared by both routes).
             prefix = self._thread_name_prefix or f"AutoExecutor-{self._serial}-{backend}"
-            common = {"thread_name_prefix": prefix, "on_broken": on_broken, "numbering": self._thread_numbers}
-            if backend == "inline":
-                return InlineRoute(**common, **init)
-            start = self._max_workers or min(32, self._cores + 4)
-            return ThreadRoute(start, **common, **init)
+            threads = 1 if backend == "inline" else self._max_workers or min(32, self._cores + 4)
+            route_type = InlineRoute if backend == "inline" else ThreadRoute
+            return route_type(
+                threads,
+                initializer=self._initializer,
+                initargs=self._initargs,
+                thread_name_prefix=prefix,
+                on_broken=on_broken,
+                numbering=self._thread_numbers,
+            )
         if self._process_executor is not None:
             return ForeignProcessRoute(self._process_executor, owned=False)
         workers = self._max_workers or self._cores
         if self._mp_context is not None:
+            from concurrent.futures import ProcessPoolExecutor  # the stdlib pool only when asked for
+
+            extra: dict[str, Any] = {}
+            if self._max_tasks_per_child is not None:  # a 3.11+ parameter
+                extra["max_tasks_per_child"] = self._max_tasks_per_child
             pool = ProcessPoolExecutor(
                 workers,
                 mp_context=self._mp_context,
-                max_tasks_per_child=self._max_tasks_per_child,
-                **init,  # type: ignore[arg-type]
+                initializer=self._initializer,
+                initargs=self._initargs,
+                **extra,
             )
             return ForeignProcessRoute(pool, owned=True)
         return ProcessRoute(
-            workers, max_tasks_per_child=self._max_tasks_per_child, on_broken=on_broken, **init
+            workers,
+            initializer=self._initializer,
+            initargs=self._initargs,
+            max_tasks_per_child=self._max_tasks_per_child,
+            on_broken=on_broken,
         )
 
     def _dispatch(
@@ -636,10 +687,13 @@ class AutoExecutor(Executor):
         route = self._route(decision.backend)
         route.ensure_workers(decision.workers)
         size = self._batch_size(decision, len(calls))
+
+        def done(batch: Batch) -> None:
+            self._batch_done(batch)
+            self._observe(fn, decision, batch)
+
         for start in range(0, len(calls), size):
-            batch = Batch(
-                fn, calls[start : start + size], futures[start : start + size], on_done=self._batch_done
-            )
+            batch = Batch(fn, calls[start : start + size], futures[start : start + size], on_done=done)
             self._submit_batch(route, batch)
 
     @staticmethod
@@ -733,118 +787,96 @@ class AutoExecutor(Executor):
             batch.settle(error)
         for listener in listeners:
             listener(error)
+        for plan in list(self._plans):
+            plan.fail(error)
 
     # ------------------------------------------------------------------
-    # map
+    # Services for map plans (adaptive_pool._map)
 
-    def _map_submit(self, fn: Callable[..., Any], calls: list[Call], chunksize: int) -> list[Future[Any]]:
-        """Submit ``calls`` in chunks; each returned future yields a list of outcomes."""
-        if not calls:
-            return []
-        decision = self.decision_for(fn)
-        if decision is None:
-            # Probe with single calls; the rest waits for the decision.
-            head = calls[: self._probes]
-            head_futures: list[Future[Any]] = [Future() for _ in head]
-            with self._lock:
-                self._outstanding += len(head)
-            self._route_calls(fn, head, head_futures)
-            rest = calls[self._probes :]
-            wrapped = [_single_outcome(f) for f in head_futures]
-            if rest:
-                wrapped.extend(self._map_later(fn, rest, chunksize))
-            return wrapped
-        return self._map_chunks(decision, fn, calls, chunksize)
-
-    def _map_chunks(
-        self, decision: Decision, fn: Callable[..., Any], calls: list[Call], chunksize: int
-    ) -> list[Any]:
-        size = self._batch_size(decision, len(calls), chunksize)
-        route = self._route(decision.backend)
-        route.ensure_workers(decision.workers)
-        out: list[_Chunk] = []
-        for start in range(0, len(calls), size):
-            chunk = calls[start : start + size]
-            future: Future[Any] = Future()
-            with self._lock:
-                self._check_open_for_map()
-                self._outstanding += 1
-            batch = Batch(fn, chunk, [future], on_done=self._batch_done, collect=True)
-            assert batch.outcomes is not None
-            out.append(_Chunk(future, batch.outcomes))
-            self._submit_batch(route, batch)
-        return out
-
-    def _check_open_for_map(self) -> None:
-        if self._broken is not None:
-            raise BrokenExecutor(self._broken)
-
-    def _map_later(self, fn: Callable[..., Any], calls: list[Call], chunksize: int) -> list[Any]:
-        """A placeholder for chunks that are planned once ``fn`` is decided."""
-        relay = _Relay()
+    def _count(self, delta: int) -> None:
+        """Add to the work accepted and not yet finished; close up when idle."""
         with self._lock:
-            self._outstanding += 1  # the plan itself keeps shutdown(wait) waiting
-        released = threading.Lock()
+            self._outstanding += delta
+            idle = self._outstanding <= 0
+            if idle:
+                self._idle.notify_all()
+            close = idle and self._shutdown and not self._routes_closed
+        if close:
+            threading.Thread(target=self._close_routes, args=(False,), daemon=True).start()
 
-        def release() -> None:
-            # Once, when the plan is made or given up: stop counting it.
-            if not released.acquire(blocking=False):
-                return
-            with self._lock:
-                if on_decision in state.listeners:
-                    state.listeners.remove(on_decision)
-                self._outstanding -= 1
-                if self._outstanding <= 0:
-                    self._idle.notify_all()
-
-        def on_decision(decision: Decision | BaseException | None) -> None:
-            try:
-                if isinstance(decision, Decision):
-                    try:
-                        planned = self._map_chunks(decision, fn, calls, chunksize)
-                    except BaseException as exc:
-                        relay.fail(exc)
-                    else:
-                        relay.deliver(planned)
-                elif decision is None:
-                    relay.abandon()
-                else:
-                    relay.fail(decision)
-            finally:
-                release()
-
-        relay.on_abandon = release
+    def _current_decision(self, fn: Callable[..., Any]) -> tuple[Decision | None, int]:
+        """The decision in force for ``fn`` now (None while probing), and how
+        many of its next calls should run alone as probes."""
+        forced = self._forced_decision(fn)
+        if forced is not None:
+            return forced, 0
         state = self._state_for(fn)
         with self._lock:
-            decision = state.decision
-            if decision is None:
-                state.listeners.append(on_decision)
-        if decision is not None:
-            on_decision(decision)
-        return [relay]
+            wanted = self._probes - state.probes_started if state.reprobe else 0
+            return state.decision, max(0, wanted)
 
-    def _map_buffered(
-        self, fn: Callable[..., Any], args_iter: Iterator[tuple[Any, ...]], end_time: float | None, buffersize: int
-    ) -> Iterator[Any]:
-        window: deque[Future[Any]] = deque()
-        for args in itertools.islice(args_iter, buffersize):
-            window.append(self.submit(fn, *args))
+    def _when_decided(
+        self, fn: Callable[..., Any], listener: Callable[[Decision | BaseException | None], None]
+    ) -> bool:
+        """Call ``listener`` once ``fn`` is decided; False if it already is."""
+        if self._forced_decision(fn) is not None:
+            return False
+        state = self._state_for(fn)
+        with self._lock:
+            if state.decision is not None:
+                return False
+            state.listeners.append(listener)
+            return True
 
-        def results() -> Iterator[Any]:
-            try:
-                while window:
-                    future = window.popleft()
-                    remaining = None if end_time is None else end_time - time.monotonic()
-                    value = future.result(remaining)
-                    del future
-                    for args in itertools.islice(args_iter, 1):
-                        window.append(self.submit(fn, *args))
-                    yield value
-            finally:
-                for future in window:
-                    future.cancel()
+    def _for_batch(self, decision: Decision, calls_left: int | None) -> Decision:
+        """The decision for the next batch of a map with ``calls_left`` calls.
 
-        return results()
+        A decision is per function; only a map knows how much work is left.
+        Starting worker processes for a few short calls costs more than it
+        saves, so such a tail stays on threads.
+        """
+        if (
+            decision.backend != "process"
+            or decision.source == "forced"
+            or calls_left is None
+            or "process" in self._routes
+        ):
+            return decision
+        if process_pays_off(decision.features, calls_left, decision.workers, pool_running=False):
+            return decision
+        return replace(
+            decision,
+            backend="thread",
+            workers=size_workers("thread", decision.features, self._max_workers),
+            chunksize=size_chunks("thread", decision.features),
+            reason=decision.reason + "; too little work left to start processes",
+        )
+
+    def _observe(self, fn: Callable[..., Any], decision: Decision, batch: Batch) -> None:
+        """Re-probe a function whose calls stopped costing what was measured."""
+        if decision.source == "forced" or not batch.ran or batch.elapsed_s is None:
+            return
+        calls = batch.ran * calls_per_invocation(fn)
+        why = cost_changed(decision, calls, batch.elapsed_s, batch.cpu_s)
+        state = self._states.get(function_key(fn))
+        if state is None:
+            return
+        with self._lock:
+            if state.decision is not decision:
+                return  # already re-decided
+            if why is None:
+                state.drift = 0
+                return
+            state.drift += 1
+            if state.drift < 2:  # one odd batch is noise; two in a row is a change
+                return
+            state.drift = 0
+            # Keep the decision in force (nothing waits, decision_for still
+            # answers) while the next calls are measured again.
+            state.reprobe = True
+            state.probes_started = state.probes_done = 0
+            state.samples = []
+        logger.debug("adaptive_pool: %s: %s; probing again", state.name, why)
 
     @property
     def _threads(self) -> set[threading.Thread]:
@@ -858,152 +890,6 @@ class AutoExecutor(Executor):
         return f"<AutoExecutor max_workers={self._max_workers} routes={sorted(self._routes)}>"
 
 
-class _Relay:
-    """Stands in the list of chunk futures for chunks not yet planned.
-
-    The map's consumer may give up (``timeout``, closing the generator) while
-    the planning runs in another thread; whichever of :meth:`deliver` and
-    :meth:`abandon` comes second cancels the planned chunks.
-    """
-
-    def __init__(self) -> None:
-        self.future: Future[list[_Chunk]] = Future()
-        self._lock = threading.Lock()
-        self._abandoned = False
-        #: Called when the consumer gives up before the plan is made.
-        self.on_abandon: Callable[[], None] | None = None
-
-    def deliver(self, planned: list[_Chunk]) -> None:
-        with self._lock:
-            abandoned = self._abandoned
-            if not abandoned:
-                self.future.set_result(planned)
-        if abandoned:
-            for chunk in planned:
-                chunk.future.cancel()
-
-    def fail(self, exc: BaseException) -> None:
-        with self._lock:
-            if not self._abandoned:
-                self.future.set_exception(exc)
-
-    def abandon(self) -> None:
-        """The consumer is gone, or the work was cancelled: cancel what was planned."""
-        with self._lock:
-            self._abandoned = True
-            planned = self.future.result() if self.future.done() and self.future.exception() is None else []
-            if not self.future.done():
-                self.future.cancel()
-            on_abandon, self.on_abandon = self.on_abandon, None
-        for chunk in planned:
-            chunk.future.cancel()
-        if on_abandon is not None:
-            on_abandon()
-
-
-def _single_outcome(future: Future[Any]) -> Any:
-    """Adapt a single call's future to the chunk form (a list of outcomes)."""
-    return _SingleOutcome(future)
-
-
-class _SingleOutcome:
-    def __init__(self, future: Future[Any]) -> None:
-        self.future = future
-
-
-def _cancelled() -> Any:
-    from ._batch import CANCELLED
-
-    return CANCELLED
-
-
-def _single_result(item: _SingleOutcome, timeout: float | None) -> Any:
-    """The result of a probe call in a map; cancel it if we stop waiting."""
-    future = item.future
-    del item
-    try:
-        return future.result(timeout)
-    except BaseException:
-        future.cancel()
-        raise
-    finally:
-        del future
-
-
-class _Chunk:
-    """Calls of a map that travel as one batch: its future and its outcomes."""
-
-    __slots__ = ("future", "outcomes")
-
-    def __init__(self, future: Future[Any], outcomes: Outcomes) -> None:
-        self.future = future
-        self.outcomes = outcomes
-
-
-def _take(items: list[Any], index: int) -> Any:
-    """The value of outcome ``index``, which is forgotten (results are not kept)."""
-    value = items[index][1]
-    items[index] = None
-    return value
-
-
-def _map_results(chunks: list[Any], end_time: float | None) -> Iterator[Any]:
-    """Yield results in order from chunks, relays and single futures.
-
-    Nothing here holds a result once it is yielded (CPython's tests check
-    with weak references), and everything not yet consumed is cancelled when
-    the consumer stops after starting: on an error, a timeout, or closing or
-    dropping the generator.  As in the standard library, a map whose results
-    are never asked for still runs every call.
-    """
-    pending: deque[Any] = deque(chunks)
-    chunks.clear()
-
-    def remaining() -> float | None:
-        return None if end_time is None else end_time - time.monotonic()
-
-    def generate() -> Iterator[Any]:
-        try:
-            while pending:
-                kind = type(pending[0])
-                if kind is _SingleOutcome:
-                    yield _single_result(pending.popleft(), remaining())
-                elif kind is _Relay:
-                    planned = pending[0].future.result(remaining())
-                    pending.popleft()
-                    pending.extendleft(reversed(planned))
-                    del planned
-                else:
-                    sink = pending[0].outcomes
-                    items = sink.items
-                    taken = 0
-                    while True:
-                        if not sink.wait_for(taken, remaining()):
-                            raise FuturesTimeoutError()
-                        if len(items) > taken:
-                            if not items[taken][0]:
-                                raise _take(items, taken)
-                            yield _take(items, taken)
-                            taken += 1
-                        else:
-                            pending[0].future.result(0)  # raises if it failed or was cancelled
-                            break
-                    pending.popleft()
-                    del sink, items
-        finally:
-            while pending:
-                item = pending.popleft()
-                if isinstance(item, _SingleOutcome):
-                    item.future.cancel()
-                elif isinstance(item, _Relay):
-                    item.abandon()
-                else:
-                    item.future.cancel()
-                del item
-
-    return generate()
-
-
 def _reject_coroutine_function(fn: Callable[..., Any]) -> None:
     if is_coroutine_function(fn):
         raise TypeError(
@@ -1014,7 +900,7 @@ def _reject_coroutine_function(fn: Callable[..., Any]) -> None:
 
 def _weak_method(method: Callable[..., Any]) -> Callable[..., None]:
     """Call ``method`` if its object is still alive; do not keep it alive."""
-    ref = weakref.WeakMethod(method)  # type: ignore[arg-type]
+    ref = weakref.WeakMethod(method)
 
     def call(*args: Any) -> None:
         target = ref()

@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import functools
 import types
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
-__all__ = ["WRAPPED_FUNCTION_ATTRIBUTE", "function_key", "underlying_function", "describe"]
+__all__ = ["WRAPPED_FUNCTION_ATTRIBUTE", "describe", "function_key", "underlying_function"]
 
 
 #: A wrapper (e.g. a batch of joblib calls) names the function it runs with
 #: this attribute, so that it is profiled and decided as that function.
 WRAPPED_FUNCTION_ATTRIBUTE = "__adaptive_pool_function__"
+#: ... and says with this one how many calls of it one invocation makes, so
+#: that measurements stay per call whatever the batch size.
+CALLS_ATTRIBUTE = "__adaptive_pool_calls__"
+
+
+def calls_per_invocation(fn: Callable[..., Any]) -> int:
+    """How many calls of the underlying function one call of ``fn`` makes."""
+    count = getattr(fn, CALLS_ATTRIBUTE, 1)
+    return count if isinstance(count, int) and count > 0 else 1
 
 
 def underlying_function(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -57,7 +57,7 @@ from joblib import cpu_count, register_parallel_backend
 from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase
 
 from ._executor import AutoExecutor, pin
-from ._identity import WRAPPED_FUNCTION_ATTRIBUTE, function_key
+from ._identity import CALLS_ATTRIBUTE, WRAPPED_FUNCTION_ATTRIBUTE, function_key
 from ._policy import Policy, decide
 
 __all__ = ["AdaptiveBackend", "register_joblib_backend"]
@@ -132,8 +132,9 @@ class _BatchRunner:
     ``None`` back into a list.
     """
 
-    def __init__(self, func: Callable[..., Any]) -> None:
+    def __init__(self, func: Callable[..., Any], calls: int = 1) -> None:
         setattr(self, WRAPPED_FUNCTION_ATTRIBUTE, func)
+        setattr(self, CALLS_ATTRIBUTE, calls)
 
     def __call__(self, batch: Callable[[], list[Any]]) -> list[Any] | None:
         results = batch()
@@ -310,7 +311,7 @@ class AdaptiveBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         if work is None:
             future = executor.submit(func)
         else:
-            runner = _BatchRunner(work)
+            runner = _BatchRunner(work, size)
             if size > 1 and self._batch_route(executor, runner, work, size) == "process":
                 pin("processes")(runner)
             future = executor.submit(runner, func)
@@ -328,17 +329,13 @@ class AdaptiveBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         Only a function decided "inline" (too short for a pool, call by
         call) is judged again: its batch is asked about as one call lasting
         ``size`` calls, with the same policy and the same safety rules.
-        This assumes the profile is per call, as it is under joblib's
-        auto-batching (whose first batches hold one call each).
+        The profile is per call whatever the batch size: each runner says
+        how many calls it makes (``__adaptive_pool_calls__``).
         """
         decision = executor.decision_for(runner)
         if decision is None or decision.backend != "inline" or decision.source == "forced":
             return None
         if not self._allow_process or not decision.features:
-            return None
-        if getattr(self.parallel, "batch_size", "auto") != "auto":
-            # With a fixed batch size, the probes measured whole batches:
-            # the decision is already the batch's.
             return None
         key = (function_key(work), size.bit_length())  # powers of two share an answer
         if key in self._batch_routes:

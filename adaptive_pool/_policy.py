@@ -13,8 +13,9 @@ is hard to write down.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
     "BACKENDS",
@@ -23,6 +24,7 @@ __all__ = [
     "Decision",
     "HeuristicPolicy",
     "Policy",
+    "cost_changed",
     "decide",
     "forced_decision",
     "process_blockers",
@@ -220,6 +222,35 @@ def process_pays_off(features: Mapping[str, float], calls: int, workers: int, po
     here = calls * wall  # GIL-bound: one core's worth, however many threads
     there = calls * (wall / max(1, workers) + transfer) + (0.0 if pool_running else PROCESS_START_S)
     return there < here
+
+
+#: A batch's cost per call must differ from the measured one by this factor,
+#: and by at least the absolute amount below, to count as a change: costs
+#: vary with the input, and sub-millisecond jitter is not worth re-probing.
+DRIFT_FACTOR = 4.0
+DRIFT_MIN_S = 0.001
+
+
+def cost_changed(decision: Decision, calls: int, elapsed_s: float, cpu_s: float | None) -> str | None:
+    """Why a finished batch shows the function no longer costs what was measured.
+
+    Threads and inline batches report their CPU time, which shows a change
+    from waiting to computing (and back) and in size.  Process batches report
+    only their wall time, which also holds pool start-up and queueing, so
+    only a fall counts there (the work got much cheaper: maybe too cheap for
+    processes).  ``None`` when nothing changed.
+    """
+    features = decision.features
+    if cpu_s is not None:
+        observed, expected, what = cpu_s / calls, features.get("cpu_s", 0.0), "CPU"
+    else:
+        observed, expected, what = elapsed_s / calls, features.get("wall_s", 0.0), "wall"
+        if observed >= expected:
+            return None
+    low, high = sorted((observed, expected))
+    if high - low >= DRIFT_MIN_S and high > DRIFT_FACTOR * low:
+        return f"{what} time per call went from {_duration(expected)} to {_duration(observed)}"
+    return None
 
 
 def decide(

@@ -20,24 +20,25 @@ import threading
 import time
 import types
 from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterable, Mapping
+from typing import Any
 
-from ._identity import underlying_function
+from ._identity import calls_per_invocation, underlying_function
 
 __all__ = [
     "FEATURE_SCHEMA_VERSION",
     "MODEL_FEATURES",
+    "PROFILES",
     "SAFETY_FEATURES",
     "CallSample",
     "GilMonitor",
     "ProbeTracker",
     "ProfileStore",
-    "PROFILES",
     "measure_call",
     "pickled_size",
-    "summarize",
     "static_effects",
+    "summarize",
     "usable_cores",
 ]
 
@@ -250,11 +251,9 @@ def static_effects(fn: Callable[..., Any]) -> StaticEffects:
         return StaticEffects(may_return_value=True, writes_shared_state=True)
     may_return_value = False
     writes = False
-    previous: "dis.Instruction | None" = None
+    previous: dis.Instruction | None = None
     for ins in dis.get_instructions(code):
-        if ins.opname in _GLOBAL_WRITES:
-            writes = True
-        elif ins.opname in _DEREF_WRITES and ins.argval in code.co_freevars:
+        if ins.opname in _GLOBAL_WRITES or ins.opname in _DEREF_WRITES and ins.argval in code.co_freevars:
             writes = True
         elif ins.opname == "RETURN_CONST":
             may_return_value = may_return_value or ins.argval is not None
@@ -419,7 +418,7 @@ def measure_call(
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
     monitor: GilMonitor,
-    tracker: "ProbeTracker | None" = None,
+    tracker: ProbeTracker | None = None,
 ) -> tuple[bool, Any, CallSample]:
     """Run ``fn(*args, **kwargs)`` and measure it.
 
@@ -446,12 +445,15 @@ def measure_call(
     wall = max(wall1 - wall0, 1e-9)
     arg_bytes = pickled_size((args, dict(kwargs))) if args or kwargs else 32
     result_bytes = pickled_size(value) if ok else 0
+    # A wrapper running n calls of the function (a joblib batch) is measured
+    # per call, so that batch sizes do not change what is learnt.
+    n = calls_per_invocation(fn)
     sample = CallSample(
-        wall_s=wall,
-        cpu_s=max(0.0, cpu1 - cpu0),
+        wall_s=wall / n,
+        cpu_s=max(0.0, cpu1 - cpu0) / n,
         gil_hold=monitor.hold_between(wall0, wall1),
-        arg_bytes=arg_bytes,
-        result_bytes=result_bytes,
+        arg_bytes=None if arg_bytes is None else arg_bytes // n,
+        result_bytes=None if result_bytes is None else result_bytes // n,
         result_is_none=ok and value is None,
         raised=not ok,
     )

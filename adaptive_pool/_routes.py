@@ -205,11 +205,9 @@ class InlineRoute(ThreadRoute):
 
     name = "inline"
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(1, **kwargs)
-
     def ensure_workers(self, count: int) -> None:
         """Always one thread: that is the point of this route."""
+        self._max_threads = 1
 
 
 class ProcessRoute(Route):
@@ -313,7 +311,7 @@ def _run_job(payload: bytes, serial: int) -> bytes:
     """What a foreign executor runs: one batch (``serial`` only makes it unique)."""
     from ._worker import run_payload
 
-    return run_payload(payload)  # type: ignore[no-any-return]
+    return run_payload(payload)
 
 
 def _settle_remote(batch: Batch, remote: Any) -> None:

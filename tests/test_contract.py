@@ -707,7 +707,9 @@ def test_mp_context_pool_keeps_the_contract(gate: Gate, tmp_path: Path) -> None:
 
 
 def test_thread_name_prefix_names_every_worker_thread() -> None:
-    with AutoExecutor(max_workers=3, thread_name_prefix="Special") as executor:
+    # require="sharedmem": the lambdas read thread names, which only mean
+    # something in this process (the decision could otherwise be processes).
+    with AutoExecutor(max_workers=3, thread_name_prefix="Special", require="sharedmem") as executor:
         names = {executor.submit(lambda: threading.current_thread().name).result(timeout=30) for _ in range(4)}
         names |= set(executor.map(lambda _: threading.current_thread().name, range(30)))
         assert {t.name for t in executor._threads} >= names

@@ -5,13 +5,26 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 
-from adaptive_pool import AutoExecutor, Choice, Decision, pin, reset_profiles
+from adaptive_pool import (
+    AutoExecutor,
+    Choice,
+    Decision,
+    HeuristicPolicy,
+    pin,
+    reset_profiles,
+)
 from adaptive_pool._policy import Backend
-from adaptive_pool._profile import MODEL_FEATURES, PROFILES, SAFETY_FEATURES, usable_cores
+from adaptive_pool._profile import (
+    MODEL_FEATURES,
+    PROFILES,
+    SAFETY_FEATURES,
+    usable_cores,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,6 +66,10 @@ def tiny(x: int) -> int:
 
 LOOP = 400_000  # tens of milliseconds of pure Python per call
 
+#: The hand-written rules, named explicitly: these tests are about them, not
+#: about whichever model file happens to be installed.
+HEURISTIC = HeuristicPolicy()
+
 
 @pytest.fixture(autouse=True)
 def fresh_profiles() -> None:
@@ -68,7 +85,7 @@ def decided(ex: AutoExecutor, fn: Any, items: Sequence[Any]) -> Decision:
 
 @multicore
 def test_pure_python_loop_goes_to_processes() -> None:
-    with AutoExecutor() as ex:
+    with AutoExecutor(policy=HEURISTIC) as ex:
         decision = decided(ex, python_loop, [LOOP] * 6)
     assert decision.backend == "process", str(decision)
     assert decision.source == "heuristic"
@@ -77,7 +94,7 @@ def test_pure_python_loop_goes_to_processes() -> None:
 
 
 def test_sleeping_goes_to_threads_with_many_workers() -> None:
-    with AutoExecutor() as ex:
+    with AutoExecutor(policy=HEURISTIC) as ex:
         decision = decided(ex, nap, [0.05] * 6)
     assert decision.backend == "thread", str(decision)
     assert decision.features["wait_ratio"] > 0.9
@@ -86,7 +103,7 @@ def test_sleeping_goes_to_threads_with_many_workers() -> None:
 
 
 def test_tiny_calls_run_inline_in_batches() -> None:
-    with AutoExecutor() as ex:
+    with AutoExecutor(policy=HEURISTIC) as ex:
         results = list(ex.map(tiny, range(5000)))
         decision = ex.decision_for(tiny)
     assert results == [x + 1 for x in range(5000)]
@@ -103,7 +120,7 @@ def test_tiny_calls_run_inline_in_batches() -> None:
     ],
 )
 def test_side_effect_work_never_goes_to_processes(fn: Any, args: tuple[Any, ...]) -> None:
-    with AutoExecutor() as ex:
+    with AutoExecutor(policy=HEURISTIC) as ex:
         list(ex.map(fn, [args[0]] * 4))
         decision = ex.decision_for(fn)
     assert decision is not None and decision.backend != "process", str(decision)
@@ -113,7 +130,7 @@ def test_side_effect_work_never_goes_to_processes(fn: Any, args: tuple[Any, ...]
 @multicore
 def test_unpicklable_arguments_never_go_to_processes() -> None:
     lock = threading.Lock()
-    with AutoExecutor() as ex:
+    with AutoExecutor(policy=HEURISTIC) as ex:
         futures = [ex.submit(python_loop_with_lock, LOOP, lock) for _ in range(4)]
         assert [f.result() for f in futures] == [python_loop(LOOP)] * 4
         decision = ex.decision_for(python_loop_with_lock)
@@ -123,7 +140,7 @@ def test_unpicklable_arguments_never_go_to_processes() -> None:
 
 @multicore
 def test_require_sharedmem_forbids_processes() -> None:
-    with AutoExecutor(require="sharedmem") as ex:
+    with AutoExecutor(require="sharedmem", policy=HEURISTIC) as ex:
         decision = decided(ex, python_loop, [LOOP] * 4)
     assert decision.backend != "process"
 
@@ -223,9 +240,23 @@ def test_partials_and_methods_share_their_function_profile() -> None:
         assert ex.decision_for(Worker().run) is not None
 
 
+@multicore
+@pytest.mark.parametrize(
+    "fn, items, backend",
+    [(python_loop, [LOOP] * 6, "process"), (nap, [0.05] * 6, "thread")],
+    ids=["pure-python", "sleep"],
+)
+def test_default_model_gets_clear_cases_right(fn: Any, items: list[Any], backend: str) -> None:
+    """The bundled model must not get wrong what no one could doubt."""
+    with AutoExecutor() as ex:
+        decision = decided(ex, fn, items)
+    assert decision.source == "model", str(decision)
+    assert decision.backend == backend, str(decision)
+
+
 def test_decisions_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG", logger="adaptive_pool")
-    with AutoExecutor() as ex:
+    with AutoExecutor(policy=HEURISTIC) as ex:
         list(ex.map(tiny, range(100)))
     assert any("tiny" in record.getMessage() and "inline" in record.getMessage() for record in caplog.records)
 
@@ -234,9 +265,8 @@ def test_coroutine_functions_are_rejected() -> None:
     async def coroutine(x: int) -> int:
         return x
 
-    with AutoExecutor() as ex:
-        with pytest.raises(TypeError, match="coroutine"):
-            ex.submit(coroutine, 1)
+    with AutoExecutor() as ex, pytest.raises(TypeError, match="coroutine"):
+        ex.submit(coroutine, 1)
 
 
 def test_long_probes_do_not_hold_back_other_calls() -> None:

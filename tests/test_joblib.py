@@ -320,14 +320,6 @@ def test_fixed_batch_size_is_not_judged_again() -> None:
     assert {pid for pid, _ in results} == {me}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "executor: a wrapper cannot say how many calls it runs, so probes of a joblib "
-        "batch of N calls store an N-call profile under the function's key (proposed: "
-        "an __adaptive_pool_calls__ attribute that measure_call divides by)"
-    ),
-)
 def test_a_fixed_batch_size_does_not_change_the_per_call_profile() -> None:
     with parallel_config(backend="adaptive", policy=POLICY):
         Parallel(n_jobs=2, batch_size=25, pre_dispatch="all")(delayed(loop_half_ms)(i) for i in range(100))

@@ -15,7 +15,13 @@ import pytest
 
 from adaptive_pool import Decision, HeuristicPolicy
 from adaptive_pool._identity import describe, function_key, is_coroutine_function
-from adaptive_pool._policy import decide, process_blockers, process_pays_off, size_chunks, size_workers
+from adaptive_pool._policy import (
+    decide,
+    process_blockers,
+    process_pays_off,
+    size_chunks,
+    size_workers,
+)
 from adaptive_pool._profile import (
     MODEL_FEATURES,
     GilMonitor,
@@ -138,7 +144,7 @@ def test_static_effects() -> None:
         return 1
 
     def prints() -> None:
-        print("")
+        print()
 
     def assigns_global() -> int:
         global _G

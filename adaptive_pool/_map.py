@@ -1,0 +1,335 @@
+"""``AutoExecutor.map``: a plan that dispatches a window of batches at a time.
+
+A map's calls are not all handed to a route at once.  The plan keeps them
+and dispatches a few batches per worker, each sized by the decision in
+force *when it is dispatched*; every finished batch lets the next one go.
+So a function whose cost changes part-way through is re-decided and its
+later calls take the new route, a process pool's backlog stays here (a
+crashed worker can only touch what was in flight), and ``buffersize``
+bounds how far ahead of the consumer the plan reads its inputs.  Results
+are still yielded in input order, one call at a time, with the timeout
+counted from the call to ``map``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FuturesTimeoutError
+from typing import TYPE_CHECKING, Any
+
+from ._batch import Batch, Call, Outcomes
+from ._policy import Decision
+
+if TYPE_CHECKING:
+    from ._executor import AutoExecutor
+
+__all__ = ["MapPlan", "map_results"]
+
+
+class _Chunk:
+    """Calls of a map that travel as one batch: its future and its outcomes."""
+
+    __slots__ = ("calls", "future", "outcomes")
+
+    def __init__(self, future: Future[Any], outcomes: Outcomes, calls: int) -> None:
+        self.future = future
+        self.outcomes = outcomes
+        self.calls = calls
+
+
+class _Single:
+    """One call of a map submitted on its own (a probe): its future."""
+
+    __slots__ = ("calls", "future")
+
+    def __init__(self, future: Future[Any]) -> None:
+        self.future = future
+        self.calls = 1
+
+
+class MapPlan:
+    """The calls of one ``map`` and how far they have gone."""
+
+    def __init__(
+        self,
+        executor: AutoExecutor,
+        fn: Callable[..., Any],
+        source: Iterator[Call],
+        *,
+        count: int | None,
+        chunksize: int,
+        buffersize: int | None,
+        probes: int,
+    ) -> None:
+        self._executor = executor
+        self._fn = fn
+        self._source = source
+        self._left = count  # calls not yet dispatched, when known
+        self._source_done = False  # the producer has taken the last call
+        self._complete = False  # ... and every item is visible to the consumer
+        self._chunksize = chunksize
+        self._buffersize = buffersize
+        self._probes = probes
+        self._cond = threading.Condition(threading.Lock())
+        self._items: list[_Chunk | _Single | None] = []
+        self._in_flight = 0
+        self._ahead = 0  # calls dispatched and not yet consumed
+        self._window = 2
+        self._awaiting_decision = False
+        self._closed = False
+        self._released = False
+        self._error: BaseException | None = None
+        self._pump_lock = threading.Lock()
+        self._pump_again = False
+        executor._count(1)  # the plan keeps shutdown(wait=True) waiting
+
+    # -- producer side ------------------------------------------------------
+
+    def pump(self) -> None:
+        """Dispatch as much as the window allows; any thread may call it."""
+        while True:
+            if not self._pump_lock.acquire(blocking=False):
+                # Another thread is dispatching: it will look again for us.
+                self._pump_again = True
+                return
+            try:
+                self._pump_again = False
+                self._dispatch_while_allowed()
+            except BaseException as exc:  # e.g. the executor broke meanwhile
+                self.fail(exc)
+            finally:
+                self._pump_lock.release()
+            if not self._pump_again:
+                return
+
+    def _dispatch_while_allowed(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed or self._awaiting_decision:
+                    return
+                if self._in_flight >= self._window:
+                    return
+                if self._buffersize is not None and self._ahead >= self._buffersize:
+                    return
+            decision, probes_wanted = self._executor._current_decision(self._fn)
+            if decision is None:
+                self._dispatch_probes(self._probes, wait=True)
+                return
+            if probes_wanted:
+                # Re-measuring a function whose cost changed: a few calls go
+                # alone (as probes); the rest keeps the route in force.
+                self._dispatch_probes(probes_wanted, wait=False)
+                continue
+            if not self._dispatch_chunk(decision):
+                return
+
+    def _take(self, size: int) -> list[Call]:
+        if self._buffersize is not None:
+            size = min(size, max(1, self._buffersize - self._ahead))
+        calls = list(itertools.islice(self._source, size))
+        if len(calls) < size:
+            self._source_done = True
+        if self._left is not None:
+            self._left -= len(calls)
+            if self._left <= 0:
+                self._source_done = True
+        if not calls:
+            self._publish([])
+        return calls
+
+    def _publish(self, items: list[_Chunk | _Single]) -> None:
+        """Make items visible to the consumer (already counted as outstanding);
+        after the last one, stop counting the plan itself."""
+        with self._cond:
+            self._items.extend(items)
+            self._ahead += sum(item.calls for item in items)
+            if self._source_done:
+                self._complete = True
+            self._cond.notify_all()
+        if self._source_done:
+            self._release()
+
+    def _dispatch_probes(self, count: int, *, wait: bool) -> None:
+        """Send ``count`` calls alone, to be measured; with ``wait``, plan the
+        rest only once the function is decided."""
+        calls = self._take(count)
+        if not calls:
+            return
+        futures: list[Future[Any]] = [Future() for _ in calls]
+        if wait:
+            with self._cond:
+                self._awaiting_decision = True
+        self._executor._count(len(calls))
+        self._publish([_Single(future) for future in futures])
+        self._executor._route_calls(self._fn, calls, futures)
+        if wait and not self._executor._when_decided(self._fn, self._decided):
+            self._resume()  # decided meanwhile
+
+    def _decided(self, outcome: Decision | BaseException | None) -> None:
+        """Listener: the decision (go on), None (cancelled) or an error."""
+        if outcome is None:
+            self.fail(CancelledError())
+        elif isinstance(outcome, BaseException):
+            self.fail(outcome)
+        else:
+            self._resume()
+
+    def _resume(self) -> None:
+        with self._cond:
+            self._awaiting_decision = False
+        self.pump()
+
+    def _dispatch_chunk(self, decision: Decision) -> bool:
+        executor = self._executor
+        decision = executor._for_batch(decision, self._left)
+        route = executor._route(decision.backend)  # raises once the executor is closed
+        size = executor._batch_size(decision, self._left or decision.chunksize, self._chunksize)
+        calls = self._take(size)
+        if not calls:
+            return False
+        future: Future[Any] = Future()
+        batch = Batch(
+            self._fn,
+            calls,
+            [future],
+            on_done=lambda done: self._chunk_done(done, decision),
+            collect=True,
+        )
+        assert batch.outcomes is not None
+        with self._cond:
+            self._window = max(2, 2 * decision.workers)
+            self._in_flight += 1
+        executor._count(1)
+        self._publish([_Chunk(future, batch.outcomes, len(calls))])
+        route.ensure_workers(decision.workers)
+        executor._submit_batch(route, batch)
+        return True
+
+    def _chunk_done(self, batch: Batch, decision: Decision) -> None:
+        executor = self._executor
+        executor._batch_done(batch)
+        executor._observe(self._fn, decision, batch)
+        with self._cond:
+            self._in_flight -= 1
+        self.pump()
+
+    def _release(self) -> None:
+        """All calls are dispatched (or never will be): stop counting the plan."""
+        with self._cond:
+            if self._released:
+                return
+            self._released = True
+        self._executor._count(-1)
+
+    def fail(self, error: BaseException) -> None:
+        """Stop dispatching; the consumer gets ``error`` where calls are missing."""
+        with self._cond:
+            if self._error is None:
+                self._error = error
+            self._closed = True
+            self._cond.notify_all()
+        self._release()
+
+    # -- consumer side ------------------------------------------------------
+
+    def item(self, index: int, timeout: float | None) -> _Chunk | _Single | None:
+        """Item ``index`` once it exists; None when there are no more."""
+        with self._cond:
+            ready = self._cond.wait_for(
+                lambda: len(self._items) > index or self._error is not None or self._complete, timeout
+            )
+            if len(self._items) > index:
+                return self._items[index]
+            if self._error is not None:
+                raise self._error
+            if not ready:
+                raise FuturesTimeoutError()
+            return None
+
+    def consumed(self, index: int) -> None:
+        """Forget item ``index`` (its results are the consumer's now)."""
+        with self._cond:
+            item = self._items[index]
+            self._items[index] = None
+            if item is not None:
+                self._ahead -= item.calls
+        if self._buffersize is not None:
+            self.pump()
+
+    def close(self) -> None:
+        """The consumer is gone: cancel what has not started, dispatch no more."""
+        with self._cond:
+            self._closed = True
+            left = [item for item in self._items if item is not None]
+            self._items = []
+        for item in left:
+            item.future.cancel()
+        self._release()
+
+
+def _pop_result(box: list[Future[Any]], timeout: float | None) -> Any:
+    """The result of the one future in ``box``, which is emptied; cancel the
+    future if we stop waiting for it."""
+    future = box.pop()
+    try:
+        return future.result(timeout)
+    except BaseException:
+        future.cancel()
+        raise
+
+
+def _take(items: list[Any], index: int) -> Any:
+    """The value of outcome ``index``, which is forgotten (results are not kept)."""
+    value = items[index][1]
+    items[index] = None
+    return value
+
+
+def map_results(plan: MapPlan, end_time: float | None) -> Iterator[Any]:
+    """Yield a plan's results in order; cancel the rest if the consumer stops."""
+
+    def remaining() -> float | None:
+        return None if end_time is None else end_time - time.monotonic()
+
+    def generate() -> Iterator[Any]:
+        index = 0
+        try:
+            while True:
+                item = plan.item(index, remaining())
+                if item is None:
+                    return
+                if type(item) is _Single:
+                    box = [item.future]
+                    del item
+                    plan.consumed(index)
+                    # Nothing in this frame may hold the result while the
+                    # consumer has it (CPython's tests check with weakrefs).
+                    yield _pop_result(box, remaining())
+                else:
+                    assert isinstance(item, _Chunk)
+                    sink, future = item.outcomes, item.future
+                    del item
+                    items = sink.items
+                    taken = 0
+                    while True:
+                        if not sink.wait_for(taken, remaining()):
+                            raise FuturesTimeoutError()
+                        if len(items) > taken:
+                            taken += 1
+                            if not items[taken - 1][0]:
+                                raise _take(items, taken - 1)
+                            yield _take(items, taken - 1)
+                        else:
+                            future.result(0)  # raises if it failed or was cancelled
+                            break
+                    del sink, items, future
+                    plan.consumed(index)
+                index += 1
+        finally:
+            plan.close()
+
+    return generate()
