@@ -547,7 +547,8 @@ class AutoExecutor(Executor):
                 return
             # Picklability is a fact about the function, whatever this
             # executor allows: the features go to the process-wide store.
-            facts = (function_picklable(fn), static_effects(fn))
+            with self._monitor.own_work():
+                facts = (function_picklable(fn), static_effects(fn))
             del fn
             with self._lock:
                 state.facts = facts
@@ -562,7 +563,8 @@ class AutoExecutor(Executor):
             samples += state.tracker.snapshot()
         if not samples or facts is None:
             return None
-        hint = pickled_size((sample_args[0], sample_args[1])) if sample_args else 32
+        with self._monitor.own_work():
+            hint = pickled_size((sample_args[0], sample_args[1])) if sample_args else 32
         return summarize(
             samples,
             fn_picklable=facts[0],
@@ -577,9 +579,11 @@ class AutoExecutor(Executor):
         would leave waiting calls pending forever, so it never escapes.
         """
         try:
+            with self._monitor.own_work():  # loading a model file takes a while
+                policy = self._get_policy()
             return decide(
                 features,
-                self._get_policy(),
+                policy,
                 allow_process=self._allow_process,
                 max_workers=self._max_workers,
             )
@@ -862,8 +866,8 @@ class AutoExecutor(Executor):
         if state is None:
             return
         with self._lock:
-            if state.decision is not decision:
-                return  # already re-decided
+            if state.decision is not decision or state.reprobe:
+                return  # already re-decided, or being measured again
             if why is None:
                 state.drift = 0
                 return

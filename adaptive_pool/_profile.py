@@ -288,13 +288,17 @@ class GilMonitor:
     #: Waits shorter than this are the scheduler's wake-up latency, not the GIL.
     _LATENCY_S = 0.0003
     #: Less observed time than this says nothing.
-    _MIN_OBSERVED_S = 0.0002
+    _MIN_OBSERVED_S = 0.0001
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._users = 0
         self._thread: threading.Thread | None = None
         self._asleep_since: float | None = None
+        # Stretches of the executor's own work, finished and running.
+        self._own_done: deque[tuple[float, float]] = deque(maxlen=256)
+        self._own_running: dict[int, float] = {}
+        self._own_next = 0
         # (went to sleep, got the GIL back) of recent samples
         self._samples: deque[tuple[float, float]] = deque(maxlen=4096)
 
@@ -336,44 +340,84 @@ class GilMonitor:
         finally:
             runqueue.close()
 
+    def own_work(self) -> _OwnWork:
+        """Context manager around the executor's own work while probes run.
+
+        Pickling results to size them, importing cloudpickle, reading byte
+        code or loading a model hold the GIL too; without this mark a probe
+        running beside that work would look GIL-bound whatever it does.
+        """
+        return _OwnWork(self)
+
+    def _own_intervals(self, end: float) -> list[tuple[float, float]]:
+        with self._lock:
+            done = list(self._own_done)
+            running = [(began, end + 1.0) for began in self._own_running.values()]
+        return done + running
+
     def hold_between(self, start: float, end: float) -> float | None:
         """Share of ``[start, end]`` in which the sampler waited for the GIL.
 
-        Only the time the sampler was awake and wanting the GIL counts as
-        observed (its own sleeps are not); waits shorter than the OS's
-        wake-up latency count as uncontended.  ``None`` when the window was
-        not observed enough to say.
+        The sampler cycles through a short sleep and a wait for the GIL; the
+        share of its cycle time inside the window spent waiting longer than
+        the OS's wake-up latency is the contention.  Samples overlapping the
+        executor's own work are left out.  ``None`` when the sampler watched
+        too little of the window to say.
         """
         observed = 0.0
         contended = 0.0
-        for began, woke in list(self._samples):
+        own = self._own_intervals(end)
+        spans = list(self._samples)
+        began_now = self._asleep_since
+        if began_now is not None:
+            # The sampler may be waiting for the GIL right now, held by the
+            # very thread asking: that wait has no sample yet but counts.
+            spans.append((began_now, max(time.perf_counter(), began_now)))
+        for began, woke in spans:
             if woke < start or began > end:
                 continue
             wanted = began + self._SLEEP_S  # from here on it wanted the GIL
-            span = _overlap(wanted, woke, start, end)
-            observed += span
+            # While the executor did its own work the GIL was ours (measuring,
+            # deciding), not the probed function's: that time is left out.
+            observed += _overlap_apart(began, woke, start, end, own)
             if woke - wanted > self._LATENCY_S:
-                contended += span
-        # The sampler may be waiting for the GIL right now, held by the very
-        # thread asking: that wait has no sample yet but counts.
-        began_now = self._asleep_since
-        if began_now is not None:
-            wanted = began_now + self._SLEEP_S
-            span = _overlap(wanted, end, start, end)
-            observed += span
-            if end - wanted > self._LATENCY_S:
-                contended += span
+                contended += _overlap_apart(wanted, woke, start, end, own)
         if observed < self._MIN_OBSERVED_S:
             return None
         return min(1.0, contended / observed)
 
 
-class _RunqueueClock:
-    """Seconds the calling thread has waited for a CPU (Linux schedstat)."""
+class _OwnWork:
+    """Marks a stretch of the executor's own bookkeeping (see GilMonitor.own_work)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_monitor", "_token")
+
+    def __init__(self, monitor: GilMonitor) -> None:
+        self._monitor = monitor
+        self._token = 0
+
+    def __enter__(self) -> None:
+        monitor = self._monitor
+        with monitor._lock:
+            monitor._own_next += 1
+            self._token = monitor._own_next
+            monitor._own_running[self._token] = time.perf_counter()
+
+    def __exit__(self, *exc_info: object) -> None:
+        monitor = self._monitor
+        with monitor._lock:
+            began = monitor._own_running.pop(self._token)
+            monitor._own_done.append((began, time.perf_counter()))
+
+
+class _RunqueueClock:
+    """Seconds a thread has waited for a CPU (Linux schedstat); the calling
+    thread unless a native thread id is given."""
+
+    def __init__(self, native_id: int | None = None) -> None:
+        path = "/proc/thread-self/schedstat" if native_id is None else f"/proc/self/task/{native_id}/schedstat"
         try:
-            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+            self._fd: int | None = os.open(path, os.O_RDONLY)
         except OSError:
             self._fd = None
 
@@ -393,6 +437,14 @@ class _RunqueueClock:
 
 def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def _overlap_apart(a0: float, a1: float, b0: float, b1: float, apart: list[tuple[float, float]]) -> float:
+    """Overlap of [a0, a1] with [b0, b1], less what falls in the ``apart`` intervals."""
+    lo, hi = max(a0, b0), min(a1, b1)
+    if hi <= lo:
+        return 0.0
+    return max(0.0, (hi - lo) - sum(_overlap(lo, hi, x0, x1) for x0, x1 in apart))
 
 
 # --------------------------------------------------------------------------
@@ -428,6 +480,8 @@ def measure_call(
     """
     monitor.acquire()
     token = tracker.start() if tracker is not None else None
+    runqueue = _RunqueueClock()
+    queued0 = runqueue.seconds()
     wall0 = time.perf_counter()
     cpu0 = time.thread_time()
     try:
@@ -439,12 +493,17 @@ def measure_call(
     finally:
         cpu1 = time.thread_time()
         wall1 = time.perf_counter()
+        queued = runqueue.seconds() - queued0
+        runqueue.close()
         if tracker is not None and token is not None:
             tracker.finish(token)
         monitor.release()
-    wall = max(wall1 - wall0, 1e-9)
-    arg_bytes = pickled_size((args, dict(kwargs))) if args or kwargs else 32
-    result_bytes = pickled_size(value) if ok else 0
+    # Time this thread was ready to run but had no core (other programs
+    # loading the machine) says nothing about the function: leave it out.
+    wall = max(wall1 - wall0 - queued, cpu1 - cpu0, 1e-9)
+    with monitor.own_work():
+        arg_bytes = pickled_size((args, dict(kwargs))) if args or kwargs else 32
+        result_bytes = pickled_size(value) if ok else 0
     # A wrapper running n calls of the function (a joblib batch) is measured
     # per call, so that batch sizes do not change what is learnt.
     n = calls_per_invocation(fn)
@@ -470,16 +529,21 @@ class ProbeTracker:
     def __init__(self, monitor: GilMonitor) -> None:
         self._monitor = monitor
         self._lock = threading.Lock()
-        self._running: dict[int, tuple[int, float, float]] = {}
+        # token -> (thread ident, native id, wall at start, CPU at start, runqueue at start)
+        self._running: dict[int, tuple[int, int, float, float, float]] = {}
         self._next = 0
 
     def start(self) -> int:
         """Register the calling thread as running a probe."""
         ident = threading.get_ident()
+        native = threading.get_native_id()
+        runqueue = _RunqueueClock()
+        queued = runqueue.seconds()
+        runqueue.close()
         with self._lock:
             self._next += 1
             token = self._next
-            self._running[token] = (ident, time.perf_counter(), time.thread_time())
+            self._running[token] = (ident, native, time.perf_counter(), time.thread_time(), queued)
         return token
 
     def finish(self, token: int) -> None:
@@ -495,16 +559,20 @@ class ProbeTracker:
         out = []
         with self._lock:
             running = list(self._running.values())
-        for ident, wall0, cpu0 in running:
+        for ident, native, wall0, cpu0, queued0 in running:
             try:
                 cpu_now = time.clock_gettime(time.pthread_getcpuclockid(ident))
             except (OSError, OverflowError, ValueError):
                 continue
-            wall = max(now - wall0, 1e-9)
+            runqueue = _RunqueueClock(native)
+            queued = max(0.0, runqueue.seconds() - queued0)
+            runqueue.close()
+            cpu = max(0.0, cpu_now - cpu0)
+            wall = max(now - wall0 - queued, cpu, 1e-9)
             out.append(
                 CallSample(
                     wall_s=wall,
-                    cpu_s=max(0.0, cpu_now - cpu0),
+                    cpu_s=cpu,
                     gil_hold=self._monitor.hold_between(wall0, now),
                     arg_bytes=None,
                     result_bytes=None,
