@@ -58,9 +58,14 @@ def test_crash_fails_only_its_own_task(route: str, how: str) -> None:
     # processes: prefer="processes"; auto: the heuristic decides "process"
     # for a ~2 ms pure-Python loop; auto_policy: calls wait for the probes,
     # then go to processes in multi-call batches.
-    report, stderr = run_scenario("crash_submit", route=route, how=how)
-    if "skipped" in report:
-        pytest.skip(report["skipped"])  # a 2-core heuristic call, not our subject
+    for _ in range(3):
+        report, stderr = run_scenario("crash_submit", route=route, how=how)
+        if "skipped" not in report:
+            break
+    else:
+        # The probes measured something else three times (a noisy, loaded
+        # machine): the decision is not this test's subject.
+        pytest.skip(report["skipped"])
     n, crash_at = 24, 9
     outcomes = report["outcomes"]
     for i, got in enumerate(outcomes):
