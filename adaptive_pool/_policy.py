@@ -28,6 +28,7 @@ __all__ = [
     "decide",
     "forced_decision",
     "process_blockers",
+    "process_futile",
     "process_pays_off",
 ]
 
@@ -151,8 +152,10 @@ class HeuristicPolicy:
             return pick("inline", 0.8, "too short for a pool to pay off")
         if cores < 2:
             return pick("inline", 0.7, "computes, and there is one core")
-        if gil < 0.4:
-            return pick("thread", 0.5 + (0.4 - gil), "computes with the GIL released")
+        if gil <= 0.5:
+            # Unknown readings (0.5: a call too short to observe) lean to
+            # threads too: nothing to pickle, and never worse than serial.
+            return pick("thread", 0.5 + (0.5 - gil), "computes with the GIL released")
         if transfer_s > 0.5 * wall:
             return pick("thread", 0.6, "holds the GIL, but moving its data costs more than the call")
         if "process" not in allowed:
@@ -168,6 +171,22 @@ def process_blockers(features: Mapping[str, float]) -> str | None:
         return "returns None (works by side effects, which a process would lose)"
     if features.get("writes_shared_state", 0.0) >= 0.5:
         return "assigns globals or enclosing variables"
+    return None
+
+
+def process_futile(features: Mapping[str, float]) -> str | None:
+    """Why processes cannot pay off whatever a policy thinks, or ``None``.
+
+    Two cases no model should be trusted against: work that mostly waits
+    (a process waits no faster than a thread), and work whose arguments and
+    result cost more to move than the call itself.
+    """
+    if features.get("wait_ratio", 0.0) > 0.8:
+        return "mostly waits"
+    wall = features.get("wall_s", 0.0)
+    moved = max(features.get("arg_bytes", 0.0), 0.0) + max(features.get("result_bytes", 0.0), 0.0)
+    if moved / TRANSFER_BYTES_PER_S > wall:
+        return "moving its data costs more than the call"
     return None
 
 
@@ -262,8 +281,9 @@ def decide(
 ) -> Decision:
     """Ask ``policy`` for a route among the allowed ones and size it."""
     blocker = process_blockers(features)
+    futile = process_futile(features)
     allowed: list[Backend] = ["inline", "thread"]
-    if allow_process and blocker is None:
+    if allow_process and blocker is None and futile is None:
         allowed.append("process")
     choice = policy.choose(features, allowed)
     backend = choice.backend if choice.backend in allowed else "thread"

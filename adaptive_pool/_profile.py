@@ -46,7 +46,7 @@ logger = logging.getLogger("adaptive_pool")
 
 #: Bump when a feature's meaning changes; model files record the version they
 #: were trained with and are refused when it differs.
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2
 
 #: Inputs a model may use, in this order.
 MODEL_FEATURES: tuple[str, ...] = (
@@ -507,10 +507,15 @@ def measure_call(
     # A wrapper running n calls of the function (a joblib batch) is measured
     # per call, so that batch sizes do not change what is learnt.
     n = calls_per_invocation(fn)
+    gil = monitor.hold_between(wall0, wall1)
+    if gil is not None:
+        # A thread off the CPU holds no GIL: contention beyond the call's own
+        # CPU share came from other threads.
+        gil = min(gil, (cpu1 - cpu0) / wall)
     sample = CallSample(
         wall_s=wall / n,
         cpu_s=max(0.0, cpu1 - cpu0) / n,
-        gil_hold=monitor.hold_between(wall0, wall1),
+        gil_hold=gil,
         arg_bytes=None if arg_bytes is None else arg_bytes // n,
         result_bytes=None if result_bytes is None else result_bytes // n,
         result_is_none=ok and value is None,
@@ -569,11 +574,12 @@ class ProbeTracker:
             runqueue.close()
             cpu = max(0.0, cpu_now - cpu0)
             wall = max(now - wall0 - queued, cpu, 1e-9)
+            gil = self._monitor.hold_between(wall0, now)
             out.append(
                 CallSample(
                     wall_s=wall,
                     cpu_s=cpu,
-                    gil_hold=self._monitor.hold_between(wall0, now),
+                    gil_hold=None if gil is None else min(gil, cpu / wall),
                     arg_bytes=None,
                     result_bytes=None,
                     result_is_none=False,

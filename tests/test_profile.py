@@ -270,3 +270,42 @@ def test_process_pays_off_only_for_enough_work() -> None:
     assert process_pays_off(feats, calls=3, workers=2, pool_running=True)
     assert process_pays_off(feats, calls=100, workers=2, pool_running=False)
     assert not process_pays_off(features(wall_s=0.01, arg_bytes=40e6), calls=100, workers=2, pool_running=True)
+
+
+class AlwaysProcess:
+    source = "model"
+
+    def choose(self, features: Any, allowed: Any) -> Choice:
+        return Choice("process" if "process" in allowed else "thread", 1.0, "always process")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"wall_s": 0.002, "arg_bytes": 4e6},  # moving 4 MB costs more than a 2 ms call
+        {"cpu_ratio": 0.01, "wait_ratio": 0.99, "gil_hold": 0.67},  # mostly waits
+    ],
+)
+def test_no_policy_gets_processes_where_they_cannot_pay(overrides: dict[str, float]) -> None:
+    feats = features(**overrides)
+    assert process_futile(feats)
+    assert decide(feats, AlwaysProcess(), allow_process=True).backend == "thread"
+    assert decide(features(), AlwaysProcess(), allow_process=True).backend == "process"
+
+
+def test_waiting_beside_a_busy_thread_is_not_charged_with_the_gil() -> None:
+    monitor = GilMonitor()
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            python_loop(10_000)
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        _, _, sample = measure_call(time.sleep, (0.05,), {}, monitor)
+    finally:
+        stop.set()
+        thread.join()
+    assert sample.gil_hold is not None and sample.gil_hold < 0.3
