@@ -14,7 +14,6 @@ from ._asyncio import amap
 from ._executor import AutoExecutor, pin
 from ._policy import Choice, Decision, HeuristicPolicy, Policy
 from ._profile import reset_profiles
-from ._workers import RemoteTraceback, WorkerCrashedError
 
 __all__ = [
     "AutoExecutor",
@@ -41,6 +40,16 @@ def register_joblib_backend(name: str = "adaptive", *, make_default: bool = Fals
     from ._joblib import register_joblib_backend as register
 
     register(name, make_default=make_default)
+
+
+def __getattr__(name: str) -> object:
+    # The process pool's module (and the multiprocessing machinery it
+    # imports) loads only when a process route starts or these are asked for.
+    if name in ("RemoteTraceback", "WorkerCrashedError"):
+        from . import _workers
+
+        return getattr(_workers, name)
+    raise AttributeError(f"module 'adaptive_pool' has no attribute {name!r}")
 
 
 # A library logs; the application decides where logs go.

@@ -26,9 +26,8 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from concurrent.futures import CancelledError, Executor, Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures._base import BrokenExecutor
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from ._batch import CANCELLED, Batch, Call
@@ -167,7 +166,9 @@ class AutoExecutor(Executor):
     ``concurrent.futures.Executor`` to use as the process route (a Dask
     ``client.get_executor()``).  ``probes``: how many first calls of each
     function are measured.  ``probe_deadline``: seconds after which running
-    probes are judged as they are.
+    probes are judged as they are.  ``crash_retries``: how many times a call
+    whose worker process died is run again on a new worker before its future
+    fails (0, the default: never, since the call may have had effects).
     """
 
     def __init__(
@@ -186,6 +187,7 @@ class AutoExecutor(Executor):
         process_executor: Executor | None = None,
         probes: int = 2,
         probe_deadline: float = 0.03,
+        crash_retries: int = 0,
     ) -> None:
         if max_workers is not None:
             if isinstance(max_workers, bool) or not isinstance(max_workers, int):
@@ -205,6 +207,10 @@ class AutoExecutor(Executor):
                 raise TypeError("max_tasks_per_child must be an integer")
             if max_tasks_per_child <= 0:
                 raise ValueError("max_tasks_per_child must be >= 1")
+        if isinstance(crash_retries, bool) or not isinstance(crash_retries, int):
+            raise TypeError(f"crash_retries must be an int, not {type(crash_retries).__name__}")
+        if crash_retries < 0:
+            raise ValueError("crash_retries must be >= 0")
         if not isinstance(probes, int) or probes < 1:
             raise ValueError("probes must be an int >= 1")
         if isinstance(probe_deadline, bool) or not isinstance(probe_deadline, (int, float)):
@@ -232,6 +238,7 @@ class AutoExecutor(Executor):
         self._process_executor = process_executor
         self._probes = probes
         self._probe_deadline = probe_deadline
+        self._crash_retries = crash_retries
 
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
@@ -677,13 +684,16 @@ class AutoExecutor(Executor):
                 **extra,
             )
             return ForeignProcessRoute(pool, owned=True)
-        return ProcessRoute(
+        route = ProcessRoute(
             workers,
             initializer=self._initializer,
             initargs=self._initargs,
             max_tasks_per_child=self._max_tasks_per_child,
             on_broken=on_broken,
+            crash_retries=self._crash_retries,
         )
+        _exit_hook_after_process_pools()
+        return route
 
     def _dispatch(
         self, decision: Decision, fn: Callable[..., Any], calls: list[Call], futures: list[Future[Any]]
@@ -848,8 +858,7 @@ class AutoExecutor(Executor):
             return decision
         if process_pays_off(decision.features, calls_left, decision.workers, pool_running=False):
             return decision
-        return replace(
-            decision,
+        return decision._replace(
             backend="thread",
             workers=size_workers("thread", decision.features, self._max_workers),
             chunksize=size_chunks("thread", decision.features),
@@ -935,3 +944,19 @@ def _at_exit() -> None:
 
 
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+
+_hook_after_pools = False
+
+
+def _exit_hook_after_process_pools() -> None:
+    """Run our exit hook before the process pools' own.
+
+    Exit hooks run last-registered first.  The process pool's module is
+    imported lazily and registers its hook then, after ours: registering
+    ours again puts it back in front, so pending work is still dispatched to
+    the pools before they stop (the second run finds nothing to do).
+    """
+    global _hook_after_pools
+    if not _hook_after_pools:
+        _hook_after_pools = True
+        threading._register_atexit(_at_exit)  # type: ignore[attr-defined]

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "BACKENDS",
@@ -53,8 +53,12 @@ TRANSFER_BYTES_PER_S = 400e6
 PROCESS_START_S = 0.06
 
 
-@dataclass(frozen=True)
-class Decision:
+_NO_FEATURES: Mapping[str, float] = MappingProxyType({})
+
+
+# NamedTuples rather than dataclasses: immutable, comparable and picklable
+# all the same, without importing dataclasses (and inspect) at start-up.
+class Decision(NamedTuple):
     """Where a function's calls run, and how.
 
     ``backend`` is ``"inline"``, ``"thread"`` or ``"process"``; ``workers``
@@ -66,7 +70,7 @@ class Decision:
     backend: Backend
     workers: int
     chunksize: int
-    features: Mapping[str, float] = field(default_factory=dict)
+    features: Mapping[str, float] = _NO_FEATURES
     source: Source = "heuristic"
     confidence: float = 1.0
     reason: str = ""
@@ -78,8 +82,7 @@ class Decision:
         )
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):
     """A policy's answer: a route, how sure it is, and why in a few words."""
 
     backend: Backend

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import threading
 import time
 import types
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._identity import calls_per_invocation, underlying_function
 
@@ -170,9 +168,11 @@ def _sum_sizes(items: Iterable[Any], depth: int) -> int | None:
 
 
 def _pickle_size(obj: Any) -> int | None:
+    import pickle  # only once a probe ends: a program that never probes never pays
+
     buffers: list[int] = []
 
-    def count(buf: pickle.PickleBuffer) -> bool:
+    def count(buf: "pickle.PickleBuffer") -> bool:
         buffers.append(buf.raw().nbytes)
         return False  # keep the buffer out of band: counted, not copied
 
@@ -193,6 +193,8 @@ def _pickle_size(obj: Any) -> int | None:
 
 def function_picklable(fn: Callable[..., Any]) -> bool:
     """Whether ``fn`` can be sent to a worker process (with cloudpickle)."""
+    import pickle
+
     try:
         pickle.dumps(fn, protocol=5)
         module = getattr(underlying_function(fn), "__module__", None)
@@ -221,8 +223,7 @@ _GLOBAL_WRITES = {"STORE_GLOBAL", "DELETE_GLOBAL"}
 _DEREF_WRITES = {"STORE_DEREF", "DELETE_DEREF"}
 
 
-@dataclass(frozen=True)
-class StaticEffects:
+class StaticEffects(NamedTuple):
     """What a function's byte code says about its side effects."""
 
     #: Some ``return`` may give a value other than ``None``.  ``None`` when
@@ -451,8 +452,7 @@ def _overlap_apart(a0: float, a1: float, b0: float, b1: float, apart: list[tuple
 # One measured call
 
 
-@dataclass(frozen=True)
-class CallSample:
+class CallSample(NamedTuple):
     """Measurements of one call (a probe)."""
 
     wall_s: float

@@ -21,7 +21,6 @@ from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
 from ._batch import CANCELLED, Batch
-from ._workers import WorkerPool, settle_outcome
 
 __all__ = ["ForeignProcessRoute", "InlineRoute", "ProcessRoute", "Route", "ThreadRoute"]
 
@@ -223,13 +222,19 @@ class ProcessRoute(Route):
         initargs: tuple[Any, ...] = (),
         max_tasks_per_child: int | None = None,
         on_broken: BrokenHandler | None = None,
+        crash_retries: int = 0,
     ) -> None:
+        # Imported here: subprocess, pickle and multiprocessing.connection
+        # cost milliseconds that a program using only threads never pays.
+        from ._workers import WorkerPool
+
         self._pool = WorkerPool(
             max_workers,
             initializer=initializer,
             initargs=initargs,
             max_tasks_per_child=max_tasks_per_child,
             on_broken=on_broken,
+            crash_retries=crash_retries,
         )
 
     def submit(self, batch: Batch) -> None:
@@ -322,6 +327,8 @@ def _settle_remote(batch: Batch, remote: Any) -> None:
     except BaseException as exc:
         batch.settle(exc)
         return
+    from ._workers import settle_outcome
+
     batch.settle([settle_outcome(o) for o in outcomes])
 
 

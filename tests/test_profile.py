@@ -17,7 +17,9 @@ from adaptive_pool import Decision, HeuristicPolicy
 from adaptive_pool._identity import describe, function_key, is_coroutine_function
 from adaptive_pool._policy import (
     decide,
+    Choice,
     process_blockers,
+    process_futile,
     process_pays_off,
     size_chunks,
     size_workers,

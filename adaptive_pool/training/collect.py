@@ -334,12 +334,17 @@ def collect(
         "families": {f.name: f.description for f in fam.FAMILIES},
         "machine": machine_metadata(),
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        # Other programs loading the machine make timings noisy: say how busy it was.
+        "load_average_start": _load_average(),
     }
     if meta_file.exists() and done:
         try:
-            metadata["started"] = json.loads(meta_file.read_text()).get("started", metadata["started"])
+            earlier = json.loads(meta_file.read_text())
         except (OSError, ValueError):
-            pass
+            earlier = {}
+        for key in ("started", "load_average_start"):
+            if key in earlier:
+                metadata[key] = earlier[key]
     _write_json(meta_file, metadata)
     bar = _progress(len(todo), progress)
     new_file = not out.exists()
@@ -372,10 +377,19 @@ def collect(
         metadata["rows"] = len(rows)
         metadata["errors"] = errors
         metadata["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        metadata["load_average_end"] = _load_average()
         noise = [float(r["noise"]) for r in rows if r.get("noise")]
         metadata["median_noise"] = statistics.median(noise) if noise else None
         _write_json(meta_file, metadata)
     return out
+
+
+def _load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, where the OS tells them."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _check_resumable(out: Path, meta_file: Path, columns: list[str]) -> None:
