@@ -46,6 +46,8 @@ from ._policy import (
     cost_changed,
     decide,
     forced_decision,
+    process_blockers,
+    process_futile,
     process_pays_off,
     size_chunks,
     size_workers,
@@ -239,6 +241,8 @@ class AutoExecutor(Executor):
         self._probes = probes
         self._probe_deadline = probe_deadline
         self._crash_retries = crash_retries
+        self._policy_lock = threading.Lock()
+        self._policy_loading = False
 
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
@@ -434,8 +438,12 @@ class AutoExecutor(Executor):
                 # The deadline runs from the first probe, or from the first
                 # call that waits if it passed while nothing was waiting.
                 if decision is None and state.timer is None and not self._routes_closed:
+                    early = self._probe_deadline > _EARLY_LOOK_S
                     timer = state.timer = threading.Timer(
-                        self._probe_deadline, _weak_method(self._probe_deadline_hit), (state,)
+                        _EARLY_LOOK_S if early else self._probe_deadline,
+                        _weak_method(self._probe_deadline_hit),
+                        (state,),
+                        {"early": early},
                     )
                     timer.daemon = True
             else:
@@ -499,6 +507,7 @@ class AutoExecutor(Executor):
         batch = Batch(fn, [call], [future], on_done=done, invoke=invoke)
         # Start the GIL sampler now, so it is awake when the probe runs.
         self._monitor.acquire()
+        self._preload_policy()
         self._submit_batch(self._route("thread"), batch)
 
     def _probe_finished(self, state: _FunctionState, sample: CallSample | None) -> None:
@@ -531,11 +540,19 @@ class AutoExecutor(Executor):
         PROFILES.put(state.key, features)
         self._settle_decision(state, self._decide(features), provisional=False)
 
-    def _probe_deadline_hit(self, state: _FunctionState) -> None:
+    def _probe_deadline_hit(self, state: _FunctionState, early: bool = True) -> None:
+        """Judge probes that are still running.
+
+        First a few milliseconds in: probes that plainly wait (sleep, I/O)
+        are decided at once, since waiting longer tells nothing new, and
+        probes that plainly compute holding the GIL start the process pool
+        warming up.  Then at ``probe_deadline``: whatever the probes show.
+        """
         with self._lock:
             if state.decision is not None or self._routes_closed:
                 return
-            if not (state.pending or state.listeners):
+            waiting_calls = bool(state.pending or state.listeners)
+            if not waiting_calls and not early:
                 # Nobody waits for a decision: let the next waiting call
                 # (or the probes finishing) set it.
                 state.timer = None
@@ -543,7 +560,41 @@ class AutoExecutor(Executor):
         features = self._features(state, complete=False)
         if features is None:
             return
+        if early:
+            if waiting_calls and features["wait_ratio"] > 0.9:
+                self._settle_decision(state, self._decide(features), provisional=True)
+                return
+            if self._looks_like_processes(features):
+                self._prestart_processes()
+            self._arm_deadline(state, max(0.0, self._probe_deadline - _EARLY_LOOK_S), early=False)
+            return
         self._settle_decision(state, self._decide(features), provisional=True)
+
+    def _looks_like_processes(self, features: Mapping[str, float]) -> bool:
+        """Running probes that compute holding the GIL, and may go to processes."""
+        return (
+            self._allow_process
+            and self._process_executor is None
+            and features["cpu_ratio"] > 0.8
+            and features["gil_hold"] > 0.7
+            and process_blockers(features) is None
+            and process_futile(features) is None
+        )
+
+    def _prestart_processes(self) -> None:
+        route = self._route("process")
+        prestart = getattr(route, "prestart", None)
+        if prestart is not None:
+            prestart(self._max_workers or self._cores)
+
+    def _arm_deadline(self, state: _FunctionState, delay: float, *, early: bool) -> None:
+        timer = threading.Timer(delay, _weak_method(self._probe_deadline_hit), (state,), {"early": early})
+        timer.daemon = True
+        with self._lock:
+            if state.decision is not None or self._routes_closed:
+                return
+            state.timer = timer
+        timer.start()
 
     def _learn_facts(self, state: _FunctionState) -> None:
         """Read what the function object tells (once), then let it go."""
@@ -602,10 +653,27 @@ class AutoExecutor(Executor):
 
     def _get_policy(self) -> Policy:
         if self._policy is None:
-            from ._model import load_policy
+            with self._policy_lock:
+                if self._policy is None:
+                    from ._model import load_policy
 
-            self._policy = load_policy(self._model)
+                    self._policy = load_policy(self._model)
         return self._policy
+
+    def _preload_policy(self) -> None:
+        """Load the model while the first probes run, not after them."""
+        if self._policy is not None or self._policy_loading:
+            return
+        self._policy_loading = True
+
+        def load() -> None:
+            try:
+                with self._monitor.own_work():
+                    self._get_policy()
+            except Exception:  # _decide() reports it, where it matters
+                pass
+
+        threading.Thread(target=load, name="adaptive_pool-model-loader", daemon=True).start()
 
     def _settle_decision(self, state: _FunctionState, decision: Decision, *, provisional: bool) -> None:
         with self._lock:
@@ -915,15 +983,19 @@ def _weak_method(method: Callable[..., Any]) -> Callable[..., None]:
     """Call ``method`` if its object is still alive; do not keep it alive."""
     ref = weakref.WeakMethod(method)
 
-    def call(*args: Any) -> None:
+    def call(*args: Any, **kwargs: Any) -> None:
         target = ref()
         if target is not None:
-            target(*args)
+            target(*args, **kwargs)
 
     return call
 
 
 _EXECUTOR_SERIALS = itertools.count()
+
+#: When running probes are first looked at: long enough to see whether a
+#: call computes or waits, short enough that waiting calls are not held up.
+_EARLY_LOOK_S = 0.005
 
 
 def _close_routes(routes: dict[str, Route]) -> None:
