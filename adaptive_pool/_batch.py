@@ -63,6 +63,11 @@ class Outcomes:
             with self._cond:
                 self._cond.notify_all()
 
+    def notify(self) -> None:
+        """Wake consumers waiting for outcomes."""
+        with self._cond:
+            self._cond.notify_all()
+
     def close(self) -> None:
         with self._cond:
             self.closed = True
@@ -170,8 +175,11 @@ class Batch:
             if self.collect:
                 sink = self.outcomes
                 assert sink is not None
-                for args, kwargs in self.calls:
-                    sink.add(invoke(fn, args, kwargs))
+                if invoke is _invoke:
+                    _run_collected(fn, self.calls, sink)
+                else:
+                    for args, kwargs in self.calls:
+                        sink.add(invoke(fn, args, kwargs))
                 _resolve(self.futures[0], True, None)
                 return
             for (args, kwargs), future in zip(self.calls, self.futures):
@@ -225,6 +233,26 @@ class Batch:
         self.futures = []
         if on_done is not None:
             on_done(self)
+
+
+def _run_collected(fn: Callable[..., Any], calls: list[Call], sink: Outcomes) -> None:
+    """The hot loop of a map chunk: thousands of microsecond calls in a row.
+
+    Written out (no helper call per item, no keyword unpacking when there
+    are none) because for tiny calls this loop is the whole cost.
+    """
+    items = sink.items
+    append = items.append
+    for args, kwargs in calls:
+        try:
+            value = fn(*args, **kwargs) if kwargs else fn(*args)
+        except BaseException as exc:  # as the standard library: the caller gets it
+            append((False, exc))
+        else:
+            append((True, value))
+            del value
+        if sink._waiters:  # a consumer waits for this very result
+            sink.notify()
 
 
 def _fail(future: Future[Any], exc: BaseException) -> None:

@@ -310,13 +310,13 @@ class AutoExecutor(Executor):
         if buffersize is None:
             # Like the standard library: the inputs are read now, the calls
             # run whether or not the results are ever asked for.
-            calls: list[Call] = [(args, {}) for args in zip(*iterables)]
+            calls: list[Call] = [(args, _NO_KWARGS) for args in zip(*iterables)]
             count: int | None = len(calls)
             source = iter(calls)
             del calls
         else:
             count = None
-            source = ((args, {}) for args in zip(*iterables))
+            source = ((args, _NO_KWARGS) for args in zip(*iterables))
         plan = MapPlan(
             self, fn, source, count=count, chunksize=chunksize, buffersize=buffersize, probes=self._probes
         )
@@ -992,6 +992,10 @@ def _weak_method(method: Callable[..., Any]) -> Callable[..., None]:
 
 
 _EXECUTOR_SERIALS = itertools.count()
+
+#: The keyword arguments of every map call: one shared empty dict rather than
+#: a million (calls unpack it, never change it).
+_NO_KWARGS: dict[str, Any] = {}
 
 #: When running probes are first looked at: long enough to see whether a
 #: call computes or waits, short enough that waiting calls are not held up.
