@@ -12,34 +12,17 @@ The OOM killer is simulated with SIGKILL, which is the signal it sends.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
+from helpers import run_scenario
 
-SCENARIOS = os.path.join(os.path.dirname(__file__), "scripts", "scenarios.py")
 HOWS = {
     "exit": "exited with code 7",
     "sigkill": "was killed by SIGKILL",
     "oom": "was killed by SIGKILL (sent by the OOM killer",
     "segfault": "was killed by SIGSEGV",
 }
-
-
-def run_scenario(name: str, timeout: float = 60, **kwargs: Any) -> tuple[dict[str, Any], str]:
-    """Run one scenario; return (its JSON report, its stderr)."""
-    proc = subprocess.run(
-        [sys.executable, SCENARIOS, name, json.dumps(kwargs)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, f"scenario {name} failed ({proc.returncode}):\n{proc.stderr}"
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    return report, proc.stderr
 
 
 def assert_clean(report: dict[str, Any], stderr: str, expected_stderr: str | None = None) -> None:

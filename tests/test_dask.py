@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,25 +15,12 @@ import pytest
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
-from adaptive_pool import AutoExecutor, Choice, RemoteTraceback, pin
+from helpers import ByCpuShare
+
+from adaptive_pool import AutoExecutor, RemoteTraceback, pin
 from adaptive_pool._workloads import python_loop
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class ByCpuShare:
-    """Test policy: processes for work that computes, threads for work that waits.
-
-    The measurements are real; the rule is plain so that a loaded machine
-    (or whatever model is installed) cannot make the expected route doubtful.
-    """
-
-    source = "heuristic"
-
-    def choose(self, features: Mapping[str, float], allowed: Sequence[str]) -> Choice:
-        if features.get("cpu_ratio", 0.0) > 0.2 and "process" in allowed:
-            return Choice("process", 1.0, "computes")
-        return Choice("thread", 1.0, "waits")
 
 
 POLICY = ByCpuShare()

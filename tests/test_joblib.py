@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 joblib = pytest.importorskip("joblib")
+from helpers import ByCpuShare
 from joblib import Parallel, delayed, parallel_config
 
 from adaptive_pool import AutoExecutor, Choice, register_joblib_backend
@@ -67,21 +68,6 @@ def thread_name(_: int) -> str:
 
 def nested_sum(n: int) -> int:
     return sum(Parallel(n_jobs=2)(delayed(square)(j) for j in range(n)))
-
-
-class ByCpuShare:
-    """Test policy: processes for work that computes, threads for work that waits.
-
-    The measurements are real; the rule is plain so that a loaded machine
-    (or whatever model is installed) cannot make the expected route doubtful.
-    """
-
-    source = "heuristic"
-
-    def choose(self, features: Mapping[str, float], allowed: Sequence[str]) -> Choice:
-        if features.get("cpu_ratio", 0.0) > 0.2 and "process" in allowed:
-            return Choice("process", 1.0, "computes")
-        return Choice("thread", 1.0, "waits")
 
 
 POLICY = ByCpuShare()

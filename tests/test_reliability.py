@@ -9,40 +9,27 @@ per module (process pools are slow to start).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
-import subprocess
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from helpers import run_scenario
 
 from adaptive_pool import AutoExecutor, Choice, RemoteTraceback, WorkerCrashedError, pin
 from adaptive_pool._batch import Batch
 from adaptive_pool._workers import RemoteError, WorkerPool
 from adaptive_pool._workloads import python_loop
 
-SCENARIOS = os.path.join(os.path.dirname(__file__), "scripts", "scenarios.py")
 ROUTES = ("threads", "processes", "inline")
-
-
-def run_scenario(name: str, timeout: float = 60, **kwargs: Any) -> tuple[dict[str, Any], str]:
-    """Run one scenario in a fresh interpreter; return (its JSON report, its stderr)."""
-    proc = subprocess.run(
-        [sys.executable, SCENARIOS, name, json.dumps(kwargs)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, f"scenario {name} failed ({proc.returncode}):\n{proc.stderr}"
-    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
 def assert_clean(report: dict[str, Any], stderr: str) -> None:
