@@ -88,6 +88,10 @@ def test_collect_writes_csv_with_header_and_metadata(tiny_collection: Path) -> N
     assert meta["rows"] == 4 and meta["columns"] == header
     for key in ("machine", "started", "finished", "collector_version"):
         assert key in meta
+    if hasattr(os, "getloadavg"):
+        # How busy the machine was is part of what the timings mean.
+        for key in ("load_average_start", "load_average_end"):
+            assert len(meta[key]) == 3 and all(v >= 0 for v in meta[key])
     assert {"usable_cores", "platform", "python"} <= set(meta["machine"])
 
 

@@ -15,6 +15,13 @@ process route pays start-up and pickling that the timings leave out).
 Otherwise noise between two equally good routes decides the label, and the
 model learns the noise.  Regret is always computed from the raw timings.
 
+**Labels among the routes on offer.**  Where the runtime never offers the
+process route (:func:`adaptive_pool._policy.process_blockers` or
+:func:`~adaptive_pool._policy.process_futile`: mostly waiting, or data that
+costs more to move than the call), the label is the fastest of the other
+routes: a "process" label there would teach the model nothing it could use,
+and would pull neighbouring work where processes are on offer towards them.
+
 **Mirrored sizes.**  Each row is also shown with argument and result sizes
 swapped (see :func:`fit`).
 
@@ -27,7 +34,7 @@ times slower count most.  This aims the model at regret, not accuracy.
 others and choose routes for the held-out one, the way the runtime does
 (most probable allowed route, the exported JSON evaluated in pure Python).
 Accuracy is the share of rows where the chosen route is the fastest
-(within the tie tolerance); regret
+route on offer (within the tie tolerance); regret
 is the total time of the chosen routes over the total time of the best
 ones (1.0 is perfect).  The heuristic (:class:`HeuristicPolicy` through
 :func:`adaptive_pool._policy.decide`) is scored on the same rows.
@@ -39,6 +46,7 @@ import datetime as _dt
 import json
 import math
 import os
+import statistics
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from .._model import DERIVED_FEATURES, model_inputs, parse_model, user_model_path
-from .._policy import Backend, HeuristicPolicy, Policy, decide
+from .._policy import Backend, HeuristicPolicy, Policy, decide, process_blockers, process_futile
 from .._profile import FEATURE_SCHEMA_VERSION, MODEL_FEATURES, SAFETY_FEATURES
 from .collect import (
     BACKEND_NAMES,
@@ -90,6 +98,18 @@ def label_of(times: Mapping[str, float], tolerance: float = TIE_TOLERANCE) -> st
     return min(times, key=lambda b: times[b])
 
 
+def offered(features: Mapping[str, float], times: Mapping[str, float]) -> dict[str, float]:
+    """``times`` of the routes the runtime would offer a policy for ``features``.
+
+    The process route is withdrawn exactly as :func:`adaptive_pool._policy.decide`
+    withdraws it; what is left always holds at least one route.
+    """
+    if process_blockers(features) is None and process_futile(features) is None:
+        return dict(times)
+    rest = {b: t for b, t in times.items() if b != "process"}
+    return rest or dict(times)
+
+
 @dataclass
 class Dataset:
     """Rows of a collection, ready for fitting and scoring."""
@@ -100,6 +120,11 @@ class Dataset:
     families: list[str] = field(default_factory=list)
     times: list[dict[str, float]] = field(default_factory=list)  # backend -> seconds
     instances: list[str] = field(default_factory=list)
+    #: ``times`` of the routes the runtime offers a policy (see :func:`offered`).
+    offered: list[dict[str, float]] = field(default_factory=list)
+    #: What labels and weights come from: per-call times on offer, pooled
+    #: over the replicas of the same task (see :func:`load_dataset`).
+    label_times: list[dict[str, float]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -114,14 +139,27 @@ class Dataset:
                 out.families.append(self.families[i])
                 out.times.append(self.times[i])
                 out.instances.append(self.instances[i])
+                out.offered.append(self.offered[i])
+                out.label_times.append(self.label_times[i])
         return out
 
 
-def load_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> Dataset:
-    """Read one or more collection CSV files."""
+def load_dataset(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, pool_replicas: bool = True
+) -> Dataset:
+    """Read one or more collection CSV files.
+
+    With ``pool_replicas`` (the default) the label of each row comes from the
+    median per-call time of each route over every replica of the same task
+    (family and parameters): the fastest route is a property of the work,
+    and one replica's timing noise should not flip it.  Each row keeps its
+    own features and its own raw timings (regret is computed from those).
+    """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     data = Dataset()
+    per_call: list[dict[str, float]] = []
+    tasks: list[str] = []
     for path in paths:
         for row in read_rows(path):
             times: dict[str, float] = {b: float(row[f"time_{b}"]) for b in BACKEND_NAMES if row.get(f"time_{b}")}
@@ -130,10 +168,24 @@ def load_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             feats = {name: float(row[name]) for name in MODEL_FEATURES + SAFETY_FEATURES}
             data.features.append(feats)
             data.X.append(model_inputs(feats, DERIVED))
-            data.y.append(label_of(times))
             data.families.append(row["family"])
             data.times.append(times)
             data.instances.append(row["instance"])
+            data.offered.append(offered(feats, times))
+            n_items = max(1.0, float(row.get("n_items") or 1))
+            per_call.append({b: t / n_items for b, t in times.items()})
+            tasks.append(f"{row['family']}:{row.get('params', '')}" if pool_replicas else row["instance"])
+    groups: dict[str, list[int]] = {}
+    for i, task in enumerate(tasks):
+        groups.setdefault(task, []).append(i)
+    for i, task in enumerate(tasks):
+        pooled: dict[str, float] = {}
+        for backend in per_call[i]:
+            values = [per_call[j][backend] for j in groups[task] if backend in per_call[j]]
+            pooled[backend] = statistics.median(values)
+        on_offer = offered(data.features[i], pooled)
+        data.label_times.append(on_offer)
+        data.y.append(label_of(on_offer))
     if not data.y:
         raise ValueError(f"no usable rows in {', '.join(map(str, paths))}")
     return data
@@ -149,7 +201,9 @@ def sample_weights(data: Dataset, weighting: str = "log") -> list[float]:
     out = []
     bests = sorted(min(t.values()) for t in data.times)
     scale = bests[len(bests) // 2] if bests else 1.0
-    for times in data.times:
+    for raw, pooled in zip(data.offered, data.label_times):
+        # Ratios from the pooled per-call times; seconds from the row's own.
+        times = raw if weighting == "time" else pooled
         best = min(times.values())
         if weighting == "none":
             out.append(1.0)
@@ -207,11 +261,11 @@ def score(choices: Sequence[str], data: Dataset) -> dict[str, float]:
     chosen = 0.0
     best = 0.0
     hits = 0
-    for choice, times, label in zip(choices, data.times, data.y):
+    for choice, times, on_offer in zip(choices, data.times, data.offered):
         t = times.get(choice, times.get("thread", max(times.values())))
         chosen += t
         best += min(times.values())
-        hits += times.get(choice, math.inf) <= min(times.values()) * (1.0 + TIE_TOLERANCE)
+        hits += on_offer.get(choice, math.inf) <= min(on_offer.values()) * (1.0 + TIE_TOLERANCE)
     n = len(data)
     return {
         "n": n,
@@ -254,6 +308,8 @@ def evaluate(data: Dataset, **overrides: Any) -> dict[str, Any]:
         reordered.families.append(pooled.families[i])
         reordered.times.append(pooled.times[i])
         reordered.instances.append(pooled.instances[i])
+        reordered.offered.append(pooled.offered[i])
+        reordered.label_times.append(pooled.label_times[i])
     return {
         "method": "leave-one-family-out",
         "families": per_family,
