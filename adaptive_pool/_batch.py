@@ -100,6 +100,7 @@ class Batch:
         "calls",
         "collect",
         "cpu_s",
+        "decision",
         "elapsed_s",
         "fn",
         "futures",
@@ -117,10 +118,15 @@ class Batch:
         on_done: Callable[[Batch], None] | None = None,
         invoke: Invoker | None = None,
         collect: bool = False,
+        decision: Any = None,
     ) -> None:
         self.fn = fn
         self.calls = calls
-        self.futures = list(futures)
+        # Taken over, not copied: every object made per submit costs twice,
+        # once to make and once more in the garbage collector's passes.
+        self.futures = futures if type(futures) is list else list(futures)
+        #: The decision that sent this batch where it runs (for noticing drift).
+        self.decision = decision
         #: Futures this batch answers for (the executor's accounting unit).
         self.size = len(self.futures)
         #: One future for all calls (its result is None, or the error that

@@ -259,7 +259,7 @@ class AutoExecutor(Executor):
         self._thread_numbers = itertools.count()
         self._plans: weakref.WeakSet[MapPlan] = weakref.WeakSet()
         # If the executor is dropped without shutdown(), its workers still end.
-        weakref.finalize(self, _close_routes, self._routes)
+        weakref.finalize(self, _close_routes, self._routes, self._gate)
         _LIVE_EXECUTORS.add(self)
 
     # ------------------------------------------------------------------
@@ -768,15 +768,25 @@ class AutoExecutor(Executor):
     ) -> None:
         route = self._route(decision.backend)
         route.ensure_workers(decision.workers)
-        size = self._batch_size(decision, len(calls))
-
-        def done(batch: Batch) -> None:
-            self._batch_done(batch)
-            self._observe(fn, decision, batch)
-
-        for start in range(0, len(calls), size):
-            batch = Batch(fn, calls[start : start + size], futures[start : start + size], on_done=done)
+        count = len(calls)
+        if count == 1:  # one submit: no slicing, no closure (see Batch.__init__)
+            self._submit_batch(route, Batch(fn, calls, futures, on_done=self._batch_finished, decision=decision))
+            return
+        size = self._batch_size(decision, count)
+        for start in range(0, count, size):
+            batch = Batch(
+                fn,
+                calls[start : start + size],
+                futures[start : start + size],
+                on_done=self._batch_finished,
+                decision=decision,
+            )
             self._submit_batch(route, batch)
+
+    def _batch_finished(self, batch: Batch) -> None:
+        self._batch_done(batch)
+        if batch.decision is not None:
+            self._observe(batch.fn, batch.decision, batch)
 
     @staticmethod
     def _batch_size(decision: Decision, count: int, user_chunksize: int = 1) -> int:
@@ -1002,7 +1012,19 @@ _NO_KWARGS: dict[str, Any] = {}
 _EARLY_LOOK_S = 0.005
 
 
-def _close_routes(routes: dict[str, Route]) -> None:
+def _close_routes(routes: dict[str, Route], gate: _Gate | None = None) -> None:
+    """A dropped executor's last act: queued work still runs, then workers stop.
+
+    Batches held back by ``max_workers`` would wait for a finished batch to
+    let them go, which needs the executor: they are handed over now.
+    """
+    if gate is not None:
+        while gate.backlog:
+            route, batch = gate.backlog.popleft()
+            try:
+                route.submit(batch)
+            except BaseException as exc:
+                batch.settle(exc)
     for route in list(routes.values()):
         route.shutdown(wait=False)
 

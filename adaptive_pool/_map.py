@@ -65,7 +65,7 @@ class MapPlan:
         buffersize: int | None,
         probes: int,
     ) -> None:
-        self._executor = executor
+        self._executor: AutoExecutor | None = executor
         self._fn = fn
         self._source = source
         self._left = count  # calls not yet dispatched, when known
@@ -109,22 +109,23 @@ class MapPlan:
     def _dispatch_while_allowed(self) -> None:
         while True:
             with self._cond:
-                if self._closed or self._awaiting_decision:
+                executor = self._executor
+                if self._closed or self._awaiting_decision or executor is None:
                     return
                 if self._in_flight >= self._window:
                     return
                 if self._buffersize is not None and self._ahead >= self._buffersize:
                     return
-            decision, probes_wanted = self._executor._current_decision(self._fn)
+            decision, probes_wanted = executor._current_decision(self._fn)
             if decision is None:
-                self._dispatch_probes(self._probes, wait=True)
+                self._dispatch_probes(executor, self._probes, wait=True)
                 return
             if probes_wanted:
                 # Re-measuring a function whose cost changed: a few calls go
                 # alone (as probes); the rest keeps the route in force.
-                self._dispatch_probes(probes_wanted, wait=False)
+                self._dispatch_probes(executor, probes_wanted, wait=False)
                 continue
-            if not self._dispatch_chunk(decision):
+            if not self._dispatch_chunk(executor, decision):
                 return
 
     def _take(self, size: int) -> list[Call]:
@@ -153,7 +154,7 @@ class MapPlan:
         if self._source_done:
             self._release()
 
-    def _dispatch_probes(self, count: int, *, wait: bool) -> None:
+    def _dispatch_probes(self, executor: AutoExecutor, count: int, *, wait: bool) -> None:
         """Send ``count`` calls alone, to be measured; with ``wait``, plan the
         rest only once the function is decided."""
         calls = self._take(count)
@@ -163,10 +164,10 @@ class MapPlan:
         if wait:
             with self._cond:
                 self._awaiting_decision = True
-        self._executor._count(len(calls))
+        executor._count(len(calls))
         self._publish([_Single(future) for future in futures])
-        self._executor._route_calls(self._fn, calls, futures)
-        if wait and not self._executor._when_decided(self._fn, self._decided):
+        executor._route_calls(self._fn, calls, futures)
+        if wait and not executor._when_decided(self._fn, self._decided):
             self._resume()  # decided meanwhile
 
     def _decided(self, outcome: Decision | BaseException | None) -> None:
@@ -183,8 +184,7 @@ class MapPlan:
             self._awaiting_decision = False
         self.pump()
 
-    def _dispatch_chunk(self, decision: Decision) -> bool:
-        executor = self._executor
+    def _dispatch_chunk(self, executor: AutoExecutor, decision: Decision) -> bool:
         decision = executor._for_batch(decision, self._left)
         route = executor._route(decision.backend)  # raises once the executor is closed
         size = executor._batch_size(decision, self._left or decision.chunksize, self._chunksize)
@@ -196,7 +196,10 @@ class MapPlan:
             self._fn,
             calls,
             [future],
-            on_done=lambda done: self._chunk_done(done, decision),
+            # The batch holds the executor until it is done; the plan lets
+            # go of it once every call is dispatched (see _release), so that
+            # a dropped executor is collected even while its results are read.
+            on_done=lambda done: self._chunk_done(done, decision, executor),
             collect=True,
         )
         assert batch.outcomes is not None
@@ -209,8 +212,7 @@ class MapPlan:
         executor._submit_batch(route, batch)
         return True
 
-    def _chunk_done(self, batch: Batch, decision: Decision) -> None:
-        executor = self._executor
+    def _chunk_done(self, batch: Batch, decision: Decision, executor: AutoExecutor) -> None:
         executor._batch_done(batch)
         executor._observe(self._fn, decision, batch)
         with self._cond:
@@ -223,7 +225,9 @@ class MapPlan:
             if self._released:
                 return
             self._released = True
-        self._executor._count(-1)
+            executor, self._executor = self._executor, None
+        assert executor is not None
+        executor._count(-1)
 
     def fail(self, error: BaseException) -> None:
         """Stop dispatching; the consumer gets ``error`` where calls are missing."""

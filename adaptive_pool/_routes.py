@@ -84,7 +84,9 @@ class ThreadRoute(Route):
         self._numbering = numbering if numbering is not None else itertools.count()
         self._on_broken = on_broken
         self._queue: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
+        # One token per idle worker thread (a C-level queue: much cheaper
+        # per submit than threading.Semaphore, which is written in Python).
+        self._idle: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._shutdown = False
@@ -103,6 +105,8 @@ class ThreadRoute(Route):
 
     def ensure_workers(self, count: int) -> None:
         """Raise the thread limit to ``count`` (it never shrinks)."""
+        if count <= self._max_threads:
+            return
         with self._lock:
             self._max_threads = max(self._max_threads, count)
 
@@ -113,8 +117,11 @@ class ThreadRoute(Route):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         self._queue.put(batch)
-        if self._idle.acquire(blocking=False):
+        try:
+            self._idle.get_nowait()  # an idle thread will take it
             return
+        except queue.Empty:
+            pass
         with self._lock:
             if len(self._threads) < self._max_threads and not self._shutdown:
                 thread = threading.Thread(
@@ -189,7 +196,7 @@ def _thread_main(route_ref: weakref.ref[ThreadRoute], work: queue.SimpleQueue[Ba
         if route._broken is not None:
             return
         del route
-        idle.release()
+        idle.put(None)
 
 
 class InlineRoute(ThreadRoute):
