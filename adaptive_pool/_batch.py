@@ -194,7 +194,12 @@ class Batch:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
-                del value  # do not keep results alive in this frame
+                # Neither the result nor its future may stay alive in this
+                # frame while on_done (below) runs: a probe's on_done decides,
+                # which can take a while, and the caller may already have
+                # dropped the result (CPython's test_free_reference).
+                del value, future
+            self.futures = []
         finally:
             self.cpu_s = time.thread_time() - cpu0
             self._finish()
