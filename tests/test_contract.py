@@ -317,14 +317,7 @@ def test_map_closing_cancels_the_rest(prefer: str | None, tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     "prefer",
     [
-        pytest.param(
-            None,
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="open bug: on the automatic path the first probe's Future (holding its "
-                "result) is sometimes kept alive by a reference gc cannot see; under investigation",
-            ),
-        ),
+        None,
         "threads",
         "processes",
         "inline",
