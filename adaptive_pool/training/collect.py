@@ -13,8 +13,10 @@ For each task instance (:mod:`.families`):
    from the stored profile, as for a function seen before); threads forced
    at 2, 8 and 32 workers; processes forced at chunk sizes 1 and 16.
    Process workers are started (and waited for) before the clock starts,
-   the same way for every process timing: start-up is paid once per
-   executor, not per function, so it is left out of every label.
+   the same way for every process timing, and each runs one call of the
+   task first: start-up, and what a task needs once per process (imports,
+   caches, connections), are paid once per executor, not per call, so they
+   are left out of every label, as the parent's own first call is.
    Each timing is the median of up to three runs (one if the first run took
    more than a second).
 3. **Label**: a route's time is its best variant; the label is the fastest
@@ -66,7 +68,7 @@ __all__ = [
 
 #: Bumped when what the collector measures changes; rows of another version
 #: are not mixed into one file.
-COLLECTOR_VERSION = 1
+COLLECTOR_VERSION = 2  # 2: process workers run one call of the task before timing
 
 BACKEND_NAMES: tuple[Backend, ...] = ("inline", "thread", "process")
 
@@ -181,7 +183,7 @@ def _time_variant(
         workers = size_workers(variant.backend, features, None)
         # The warm-up function is decided from the same features, so the
         # pool it starts is the one the timed calls get.
-        PROFILES.put(function_key(fam.warm_sleep), features)
+        PROFILES.put(function_key(fam.warm_call), features)
     else:
         prefer = {"inline": "inline", "thread": "threads", "process": "processes"}[variant.backend]
         ex = AutoExecutor(prefer=prefer, max_workers=variant.workers or None)
@@ -189,7 +191,8 @@ def _time_variant(
     times: list[float] = []
     try:
         if variant.backend == "process":
-            list(ex.map(fam.warm_sleep, [0.03] * workers))
+            # Every worker started, and each has run the task once.
+            list(ex.map(fam.warm_call, [fn] * workers, [args[0]] * workers, [0.03] * workers))
         for attempt in range(settings.repeats):
             t0 = time.perf_counter()
             for _ in ex.map(fn, *columns, chunksize=variant.chunksize):
@@ -199,7 +202,7 @@ def _time_variant(
                 break
     finally:
         ex.shutdown(wait=True)
-        PROFILES.discard(function_key(fam.warm_sleep))
+        PROFILES.discard(function_key(fam.warm_call))
     median = statistics.median(times)
     spread = (max(times) - min(times)) / median if len(times) > 1 and median > 0 else 0.0
     return median, spread

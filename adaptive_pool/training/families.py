@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FAMILIES", "Family", "Instance", "family_names", "instances", "warm_sleep"]
+__all__ = ["FAMILIES", "Family", "Instance", "family_names", "instances", "warm_call", "warm_sleep"]
 
 Args = tuple[Any, ...]
 
@@ -82,6 +82,18 @@ def warm_sleep(seconds: float) -> float:
     return seconds
 
 
+def warm_call(fn: Callable[..., Any], args: Args, seconds: float) -> float:
+    """Used by the collector to ready a worker process: one call of the task, then a nap.
+
+    The call pays what a task needs once per process (imports, cached
+    buffers, a server connection); the nap keeps this worker busy so that
+    the next warm-up goes to another one.
+    """
+    fn(*args)
+    time.sleep(seconds)
+    return seconds
+
+
 def py_loop(n: int) -> int:
     """Pure-Python arithmetic: holds the GIL throughout."""
     return _loop(n)
@@ -98,6 +110,13 @@ def c_hash(nbytes: int, algorithm: str) -> str:
     """Hash a buffer in C; hashlib releases the GIL above about 2 KiB."""
     h = hashlib.new(algorithm)
     h.update(_buffer(nbytes))
+    return h.hexdigest()
+
+
+def c_hash_data(data: bytes, algorithm: str) -> str:
+    """Hash a buffer passed as the argument (GIL released): large data in, little work."""
+    h = hashlib.new(algorithm)
+    h.update(data)
     return h.hexdigest()
 
 
@@ -370,6 +389,12 @@ def _big_args_args(params: Mapping[str, Any], count: int) -> list[Args]:
     return [(data[:-1] + bytes([i % 256]), params["n"]) for i in range(count)]
 
 
+def _hash_data_args(params: Mapping[str, Any], count: int) -> list[Args]:
+    # Distinct buffers, as for big_args: one shared object would be pickled once.
+    data = _buffer(int(params["nbytes"]))
+    return [(data[:-1] + bytes([i % 256]), params["algorithm"]) for i in range(count)]
+
+
 def _growing(params: Mapping[str, Any], count: int) -> list[Args]:
     base = int(params["base"])
     # Cost grows linearly to ``growth`` times the first call's by the end.
@@ -405,6 +430,13 @@ FAMILIES: tuple[Family, ...] = (
         "hashlib on buffers (GIL released above 2 KiB)",
         _grid(nbytes=[256, 1024, 8192, 65536, 262144, 1 << 20, 4 << 20], algorithm=["sha256", "blake2b"]),
         _same("nbytes", "algorithm"),
+    ),
+    Family(
+        "c_hash_data",
+        c_hash_data,
+        "hashlib on large buffers passed as arguments (GIL released, data costly to move)",
+        _grid(nbytes=[65536, 1 << 20, 4 << 20, 16 << 20], algorithm=["sha256", "blake2b"]),
+        _hash_data_args,
     ),
     Family(
         "c_zlib",
