@@ -56,6 +56,23 @@ def test_every_family_runs_returns_a_value_and_pickles() -> None:
         pickle.dumps(result)
 
 
+def test_workers_are_warmed_with_one_call_of_the_task() -> None:
+    calls: list[tuple[int, str]] = []
+    assert fam.warm_call(lambda *a: calls.append(a), (3, "x"), 0.0) == 0.0
+    assert calls == [(3, "x")]
+
+
+def test_labels_only_among_routes_on_offer() -> None:
+    from adaptive_pool.training.train import offered
+
+    waits = {"wall_s": 0.01, "cpu_s": 0.0001, "wait_ratio": 0.99, "arg_bytes": 100.0, "result_bytes": 16.0}
+    times = {"inline": 1.0, "thread": 0.2, "process": 0.1}
+    # Mostly waiting: the runtime never offers processes, so they cannot be the label.
+    assert label_of(offered(waits, times)) == "thread"
+    computes = dict(waits, cpu_s=0.01, wait_ratio=0.0)
+    assert label_of(offered(computes, times)) == "process"
+
+
 def test_label_ties_prefer_threads() -> None:
     assert label_of({"inline": 1.0, "thread": 1.05, "process": 0.98}) == "thread"
     assert label_of({"inline": 1.0, "thread": 2.0, "process": 0.5}) == "process"

@@ -54,7 +54,14 @@ from pathlib import Path
 from typing import Any
 
 from .._model import DERIVED_FEATURES, model_inputs, parse_model, user_model_path
-from .._policy import Backend, HeuristicPolicy, Policy, decide, process_blockers, process_futile
+from .._policy import (
+    Backend,
+    HeuristicPolicy,
+    Policy,
+    decide,
+    process_blockers,
+    process_futile,
+)
 from .._profile import FEATURE_SCHEMA_VERSION, MODEL_FEATURES, SAFETY_FEATURES
 from .collect import (
     BACKEND_NAMES,
