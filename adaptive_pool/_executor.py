@@ -582,10 +582,15 @@ class AutoExecutor(Executor):
         )
 
     def _prestart_processes(self) -> None:
-        route = self._route("process")
-        prestart = getattr(route, "prestart", None)
-        if prestart is not None:
-            prestart(self._max_workers or self._cores)
+        try:
+            route = self._route("process")
+            prestart = getattr(route, "prestart", None)
+            if prestart is not None:
+                prestart(self._max_workers or self._cores)
+        except RuntimeError:
+            # Shut down meanwhile (this runs in the probe timer's thread):
+            # warming up was only ever a head start.
+            pass
 
     def _arm_deadline(self, state: _FunctionState, delay: float, *, early: bool) -> None:
         timer = threading.Timer(delay, _weak_method(self._probe_deadline_hit), (state,), {"early": early})

@@ -32,6 +32,12 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
     if command == "info":
         parser.add_argument("--model", default=None, help="a model file, as AutoExecutor(model=...) would get")
         parser.add_argument("--json", action="store_true", help="machine-readable output")
+        parser.add_argument(
+            "--plot", metavar="FILE.png", default=None, help="draw the model's decision map with its training rows"
+        )
+        parser.add_argument(
+            "--data", default=None, help="training CSV to draw (default: the one the model names, if found)"
+        )
 
 
 def run(command: str, args: argparse.Namespace) -> int:
@@ -111,10 +117,46 @@ def _summary(result: Any) -> None:
     print(f"AutoExecutor now uses {result.path}" if result.path else "model not written")
 
 
+def _plot(info: dict[str, object], args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .plot import plot_decision_map
+
+    model_path = info.get("path")
+    if not model_path:
+        print("no model file is in use (the heuristic decides): nothing to draw", file=sys.stderr)
+        return 1
+    meta = info.get("metadata") or {}
+    candidates = [args.data] if args.data else []
+    # The metadata names the CSV files the model was trained on; look for
+    # them beside the model and in a source checkout's training_data/.
+    sources = meta.get("data") if isinstance(meta, dict) else None
+    for source in sources if isinstance(sources, list) else []:
+        name = source.get("file") if isinstance(source, dict) else None
+        if isinstance(name, str):
+            candidates += [
+                str(Path(str(model_path)).parent / name),
+                str(Path(__file__).resolve().parents[2] / "training_data" / name),
+            ]
+    data = next((c for c in candidates if c and Path(c).is_file()), None)
+    if data is None:
+        print("no training CSV found for this model: pass --data PATH", file=sys.stderr)
+        return 1
+    try:
+        x_name, y_name = plot_decision_map(str(model_path), data, args.plot)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"wrote {args.plot}: the model's route by {x_name} and {y_name}, with {data}'s rows")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     from . import model_info
 
     info = model_info(args.model)
+    if args.plot:
+        return _plot(info, args)
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True, default=str))
         return 0
