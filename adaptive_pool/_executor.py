@@ -242,7 +242,6 @@ class AutoExecutor(Executor):
         self._probe_deadline = probe_deadline
         self._crash_retries = crash_retries
         self._policy_lock = threading.Lock()
-        self._policy_loading = False
 
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
@@ -505,9 +504,9 @@ class AutoExecutor(Executor):
                 self._probe_finished(state, None)
 
         batch = Batch(fn, [call], [future], on_done=done, invoke=invoke)
+        self._load_policy_before_probing()
         # Start the GIL sampler now, so it is awake when the probe runs.
         self._monitor.acquire()
-        self._preload_policy()
         self._submit_batch(self._route("thread"), batch)
 
     def _probe_finished(self, state: _FunctionState, sample: CallSample | None) -> None:
@@ -665,20 +664,21 @@ class AutoExecutor(Executor):
                     self._policy = load_policy(self._model)
         return self._policy
 
-    def _preload_policy(self) -> None:
-        """Load the model while the first probes run, not after them."""
-        if self._policy is not None or self._policy_loading:
-            return
-        self._policy_loading = True
+    def _load_policy_before_probing(self) -> None:
+        """Load the model before the first probe starts, not beside it.
 
-        def load() -> None:
+        Loading parses a JSON file while holding the GIL: done while a probe
+        runs, it would hide the probe's own GIL use from the sampler (that
+        stretch is left out as the executor's own work), and a short probe
+        would read as unknown.  Done after the probes, it delays the
+        decision.  Once per process: parsed models are cached.
+        """
+        if self._policy is None:
             try:
                 with self._monitor.own_work():
                     self._get_policy()
             except Exception:  # _decide() reports it, where it matters
                 pass
-
-        threading.Thread(target=load, name="adaptive_pool-model-loader", daemon=True).start()
 
     def _settle_decision(self, state: _FunctionState, decision: Decision, *, provisional: bool) -> None:
         with self._lock:
