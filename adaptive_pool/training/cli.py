@@ -108,12 +108,7 @@ def _retrain(args: argparse.Namespace) -> int:
 def _summary(result: Any) -> None:
     scores = result.metadata.get("scores")
     if scores:
-        m = scores["overall"]["model"]
-        h = scores["overall"]["heuristic"]
-        print(
-            f"held-out regret: model {m['regret']:.3f}, heuristic {h['regret']:.3f} "
-            f"(1.000 = always the fastest route)"
-        )
+        print(_held_out(scores) + " (regret 1.000 = always the fastest route)")
     print(f"AutoExecutor now uses {result.path}" if result.path else "model not written")
 
 
@@ -173,10 +168,15 @@ def _info(args: argparse.Namespace) -> int:
         print(f"features: {', '.join(meta.get('feature_names') or [])}")
         scores = meta.get("scores")
         if scores:
-            m = scores["overall"]["model"]
-            h = scores["overall"]["heuristic"]
-            print(
-                f"held-out (leave-one-family-out): accuracy model {m['accuracy']:.0%} vs heuristic "
-                f"{h['accuracy']:.0%}; regret model {m['regret']:.3f} vs heuristic {h['regret']:.3f}"
-            )
+            print(_held_out(scores))
     return 0
+
+
+def _held_out(scores: Any) -> str:
+    """One line: the leave-one-family-out scores, model against heuristic."""
+    m = scores["overall"]["model"]
+    h = scores["overall"]["heuristic"]
+    return (
+        f"held-out (leave-one-family-out): accuracy model {m['accuracy']:.0%} vs heuristic "
+        f"{h['accuracy']:.0%}; regret model {m['regret']:.3f} vs heuristic {h['regret']:.3f}"
+    )

@@ -137,17 +137,21 @@ class Dataset:
         return len(self.y)
 
     def subset(self, keep: Callable[[int], bool]) -> Dataset:
+        """The rows for which ``keep(index)`` holds, in order."""
+        return self.take([i for i in range(len(self)) if keep(i)])
+
+    def take(self, indices: Sequence[int]) -> Dataset:
+        """The rows at ``indices``, in that order."""
         out = Dataset()
-        for i in range(len(self)):
-            if keep(i):
-                out.features.append(self.features[i])
-                out.X.append(self.X[i])
-                out.y.append(self.y[i])
-                out.families.append(self.families[i])
-                out.times.append(self.times[i])
-                out.instances.append(self.instances[i])
-                out.offered.append(self.offered[i])
-                out.label_times.append(self.label_times[i])
+        for i in indices:
+            out.features.append(self.features[i])
+            out.X.append(self.X[i])
+            out.y.append(self.y[i])
+            out.families.append(self.families[i])
+            out.times.append(self.times[i])
+            out.instances.append(self.instances[i])
+            out.offered.append(self.offered[i])
+            out.label_times.append(self.label_times[i])
         return out
 
 
@@ -306,17 +310,7 @@ def evaluate(data: Dataset, **overrides: Any) -> dict[str, Any]:
         all_model.extend(model_choices)
         all_heur.extend(heur_choices)
         order.extend(test_idx)
-    pooled = data.subset(lambda i: True)
-    reordered = Dataset()
-    for i in order:
-        reordered.features.append(pooled.features[i])
-        reordered.X.append(pooled.X[i])
-        reordered.y.append(pooled.y[i])
-        reordered.families.append(pooled.families[i])
-        reordered.times.append(pooled.times[i])
-        reordered.instances.append(pooled.instances[i])
-        reordered.offered.append(pooled.offered[i])
-        reordered.label_times.append(pooled.label_times[i])
+    reordered = data.take(order)
     return {
         "method": "leave-one-family-out",
         "families": per_family,
