@@ -418,6 +418,12 @@ class AutoExecutor(Executor):
             self._dispatch(decision, fn, calls, futures)
             return
         state = self._state_for(fn)
+        decision = state.decision
+        if decision is not None and not state.reprobe:
+            # Decided (the common case): straight to the route, building
+            # nothing more per call than the batch itself.
+            self._dispatch(decision, fn, calls, futures)
+            return
         probes: list[tuple[Call, Future[Any]]] = []
         timer: threading.Timer | None = None
         direct: list[tuple[Call, Future[Any]]] = []

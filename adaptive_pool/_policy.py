@@ -121,13 +121,14 @@ def _duration(seconds: float) -> str:
 class HeuristicPolicy:
     """The best rule we can write by hand; the fallback and the model's yardstick.
 
+    * Calls of under 100 microseconds: inline batches (no pool pays off one
+      call at a time, and at that scale the clocks say little about waiting).
     * Mostly waiting (CPU under half the wall time): threads, which wait in
       parallel at almost no cost.
     * Computing without the GIL (C code that releases it): threads, which
       run on every core without pickling anything.
     * Computing with the GIL: processes, unless moving the arguments and
-      result costs more than half the call, or the calls are tiny (then
-      inline batches, since no pool pays off one call at a time).
+      result costs more than half the call.
     * One core: nothing runs in parallel, so only waiting work gains.
     """
 
@@ -149,10 +150,12 @@ class HeuristicPolicy:
                 backend = "thread"
             return Choice(backend, confidence, f"{why} ({what})")
 
+        if wall < TINY_CALL_S:
+            # First: at a few microseconds, CPU and wall clocks say little
+            # about waiting, and no pool pays off one call at a time anyway.
+            return pick("inline", 0.8, "too short for a pool to pay off")
         if waiting > 0.5:
             return pick("thread", 0.6 + 0.4 * (waiting - 0.5) * 2, "waits more than it computes")
-        if wall < TINY_CALL_S:
-            return pick("inline", 0.8, "too short for a pool to pay off")
         if cores < 2:
             return pick("inline", 0.7, "computes, and there is one core")
         if gil <= 0.5:

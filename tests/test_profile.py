@@ -222,6 +222,7 @@ def features(**overrides: float) -> dict[str, float]:
         ({"wait_ratio": 0.95, "cpu_s": 0.0005, "cpu_ratio": 0.05, "gil_hold": 0.0}, "thread"),
         ({"gil_hold": 0.0}, "thread"),
         ({"wall_s": 20e-6, "cpu_s": 20e-6}, "inline"),
+        ({"wall_s": 5e-6, "cpu_s": 1.5e-6, "cpu_ratio": 0.3, "wait_ratio": 0.7}, "inline"),
         ({"arg_bytes": 50e6}, "thread"),
         ({"usable_cores": 1.0}, "inline"),
     ],

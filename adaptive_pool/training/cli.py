@@ -109,7 +109,17 @@ def _summary(result: Any) -> None:
     scores = result.metadata.get("scores")
     if scores:
         print(_held_out(scores) + " (regret 1.000 = always the fastest route)")
-    print(f"AutoExecutor now uses {result.path}" if result.path else "model not written")
+    if not result.path:
+        print("model not written")
+        return
+    from pathlib import Path
+
+    from .._model import user_model_path
+
+    if Path(result.path).resolve() == user_model_path().resolve():
+        print(f"AutoExecutor now uses {result.path}")
+    else:
+        print(f"wrote {result.path}; use it with AutoExecutor(model=...) or ADAPTIVE_POOL_MODEL={result.path}")
 
 
 def _plot(info: dict[str, object], args: argparse.Namespace) -> int:
