@@ -171,9 +171,18 @@ class Batch:
         return True
 
     def run_here(self) -> None:
-        """Run every call in the current thread (thread and inline routes)."""
-        if not self.start():
-            return
+        """Run every call in the current thread (thread and inline routes).
+
+        Each submitted call is marked running only when its turn comes, so
+        a call still waiting behind others in its batch can be cancelled, as
+        with a thread pool's queue.  (A map chunk is one future: it starts
+        as a whole.)
+        """
+        if self.collect:
+            if not self.start():
+                return
+        else:
+            self.started = time.perf_counter()
         fn = self.fn
         invoke = self._invoke
         cpu0 = time.thread_time()
@@ -189,6 +198,9 @@ class Batch:
                 _resolve(self.futures[0], True, None)
                 return
             for (args, kwargs), future in zip(self.calls, self.futures):
+                if not future.set_running_or_notify_cancel():
+                    continue  # cancelled while it waited
+                self.ran += 1
                 ok, value = invoke(fn, args, kwargs)
                 if ok:
                     future.set_result(value)
