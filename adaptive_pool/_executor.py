@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 import time
+import warnings
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
@@ -703,6 +704,20 @@ class AutoExecutor(Executor):
             listeners, state.listeners = state.listeners, []
         if previous is None or previous.backend != decision.backend:
             logger.debug("adaptive_pool: %s -> %s", state.name, decision)
+        if previous is not None and previous.backend == "process" and decision.backend != "process":
+            blocker = process_blockers(decision.features)
+            if blocker is not None:
+                # The probes were still running when calls went to worker
+                # processes; now that they finished, the function proves
+                # unsafe there. Say so: those calls cannot be taken back.
+                warnings.warn(
+                    f"adaptive_pool: {state.name} {blocker}, but some of its calls had already "
+                    "been sent to worker processes while its first calls were still being "
+                    "measured; their effects in those processes are lost. Its other calls run "
+                    "on threads. Pin it with adaptive_pool.pin('threads') to avoid this.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         if pending:
             groups: dict[int, tuple[Callable[..., Any], list[Call], list[Future[Any]]]] = {}
             for fn, call, future in pending:

@@ -284,3 +284,22 @@ def test_long_probes_do_not_hold_back_other_calls() -> None:
         setter = ex.submit(wait_or_release, True)  # decided while probes still run
         assert setter.result(timeout=10) is True
         assert [f.result(timeout=10) for f in waiting] == [True, True]
+
+
+def test_work_found_unsafe_after_going_to_processes_is_reported() -> None:
+    """A decision taken from running probes may send calls to processes; if the
+    finished probes then show the function unsafe there, the user is told."""
+    from adaptive_pool._executor import _FunctionState
+    from adaptive_pool._profile import GilMonitor
+
+    ex = AutoExecutor(policy=HEURISTIC)
+    try:
+        state = _FunctionState(("function", __name__, "f"), "f", GilMonitor())
+        early = Decision("process", 2, 1, {"picklable": 1.0, "result_is_none": 0.0}, "heuristic", 0.9, "early")
+        final = Decision("thread", 4, 1, {"picklable": 1.0, "result_is_none": 1.0}, "heuristic", 0.9, "final")
+        ex._settle_decision(state, early, provisional=True)
+        with pytest.warns(RuntimeWarning, match="already been sent to worker processes"):
+            ex._settle_decision(state, final, provisional=False)
+        assert state.decision == final
+    finally:
+        ex.shutdown()
