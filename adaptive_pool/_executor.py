@@ -846,26 +846,19 @@ class AutoExecutor(Executor):
     def _batch_done(self, batch: Batch) -> None:
         gate = self._gate
         next_up: tuple[Route, Batch] | None = None
-        with self._lock:
-            self._outstanding -= batch.size
-            if gate is not None:
+        if gate is not None:
+            with self._lock:
                 gate.running -= 1
                 if gate.backlog:
                     next_up = gate.backlog.popleft()
                     gate.running += 1
-            idle = self._outstanding <= 0
-            if idle:
-                self._idle.notify_all()
-            close = idle and self._shutdown and not self._routes_closed
         if next_up is not None:
             route, queued = next_up
             try:
                 route.submit(queued)
             except BaseException as exc:
                 queued.settle(exc)
-        if close:
-            # shutdown(wait=False) returned earlier; the last batch closes up.
-            threading.Thread(target=self._close_routes, args=(False,), daemon=True).start()
+        self._count(-batch.size)
 
     def _close_routes(self, wait: bool) -> None:
         with self._lock:
@@ -912,7 +905,8 @@ class AutoExecutor(Executor):
     # Services for map plans (adaptive_pool._map)
 
     def _count(self, delta: int) -> None:
-        """Add to the work accepted and not yet finished; close up when idle."""
+        """Add to the work accepted and not yet finished; close up when idle
+        (after ``shutdown(wait=False)`` returned, the last batch closes the routes)."""
         with self._lock:
             self._outstanding += delta
             idle = self._outstanding <= 0

@@ -102,6 +102,13 @@ class Policy(Protocol):
         ...
 
 
+def transfer_seconds(features: Mapping[str, float]) -> float:
+    """Rough time to send one call's arguments to a process and its result back
+    (sizes of -1, "does not pickle", count as nothing: such work never goes there)."""
+    moved = max(features.get("arg_bytes", 0.0), 0.0) + max(features.get("result_bytes", 0.0), 0.0)
+    return moved / TRANSFER_BYTES_PER_S
+
+
 def describe_work(f: Mapping[str, float]) -> str:
     """A few words on what the measurements show."""
     return (
@@ -140,9 +147,7 @@ class HeuristicPolicy:
         waiting = features.get("wait_ratio", 1.0 - features.get("cpu_ratio", 0.0))
         gil = features.get("gil_hold", 0.0)
         cores = features.get("usable_cores", 1.0)
-        transfer_s = (
-            max(features.get("arg_bytes", 0.0), 0.0) + max(features.get("result_bytes", 0.0), 0.0)
-        ) / TRANSFER_BYTES_PER_S
+        transfer_s = transfer_seconds(features)
         what = describe_work(features)
 
         def pick(backend: Backend, confidence: float, why: str) -> Choice:
@@ -189,9 +194,7 @@ def process_futile(features: Mapping[str, float]) -> str | None:
     """
     if features.get("wait_ratio", 0.0) > 0.8:
         return "mostly waits"
-    wall = features.get("wall_s", 0.0)
-    moved = max(features.get("arg_bytes", 0.0), 0.0) + max(features.get("result_bytes", 0.0), 0.0)
-    if moved / TRANSFER_BYTES_PER_S > wall:
+    if transfer_seconds(features) > features.get("wall_s", 0.0):
         return "moving its data costs more than the call"
     return None
 
@@ -241,9 +244,7 @@ def process_pays_off(features: Mapping[str, float], calls: int, workers: int, po
     it saves, so the remaining work must beat the start-up cost.
     """
     wall = features.get("wall_s", 0.0)
-    transfer = (
-        max(features.get("arg_bytes", 0.0), 0.0) + max(features.get("result_bytes", 0.0), 0.0)
-    ) / TRANSFER_BYTES_PER_S
+    transfer = transfer_seconds(features)
     here = calls * wall  # GIL-bound: one core's worth, however many threads
     there = calls * (wall / max(1, workers) + transfer) + (0.0 if pool_running else PROCESS_START_S)
     return there < here
