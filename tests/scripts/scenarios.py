@@ -282,17 +282,22 @@ def init_raise() -> None:
     raise RuntimeError("initializer says no")
 
 
+def refusal(ex: AutoExecutor) -> list[str] | None:
+    """How a broken executor refuses one more submit: [type, message], or None if it took it."""
+    try:
+        ex.submit(idle_task, 99)
+    except BaseException as exc:
+        return [type(exc).__name__, str(exc)]
+    return None
+
+
 @scenario
 def initializer_fails(how: str) -> dict[str, Any]:
     """An initializer that kills its worker or raises: the pool is broken, as in the stdlib."""
     ex = AutoExecutor(2, prefer="processes", initializer=init_die if how == "exit" else init_raise)
     futures = [ex.submit(idle_task, i) for i in range(4)]
     outcomes = [outcome(f) for f in futures]
-    try:
-        ex.submit(idle_task, 99)
-        later = None
-    except BaseException as exc:
-        later = [type(exc).__name__, str(exc)]
+    later = refusal(ex)
     ex.shutdown()
     settle_down()
     return {"outcomes": outcomes, "later": later, "runs": runs()}
@@ -306,11 +311,7 @@ def unpicklable_initargs_init(lock: Any) -> None:
 def initializer_unpicklable() -> dict[str, Any]:
     ex = AutoExecutor(2, prefer="processes", initializer=unpicklable_initargs_init, initargs=(threading.Lock(),))
     first = outcome(ex.submit(idle_task, 0))
-    try:
-        ex.submit(idle_task, 1)
-        later = None
-    except BaseException as exc:
-        later = [type(exc).__name__, str(exc)]
+    later = refusal(ex)
     ex.shutdown()
     settle_down()
     return {"first": first, "later": later, "runs": runs()}
