@@ -945,7 +945,8 @@ class AutoExecutor(Executor):
 
         A decision is per function; only a map knows how much work is left.
         Starting worker processes for a few short calls costs more than it
-        saves, so such a tail stays on threads.
+        saves, so such a tail stays on threads.  A pool the user handed in
+        (``process_executor``) is running already.
         """
         if (
             decision.backend != "process"
@@ -954,7 +955,8 @@ class AutoExecutor(Executor):
             or "process" in self._routes
         ):
             return decision
-        if process_pays_off(decision.features, calls_left, decision.workers, pool_running=False):
+        running = self._process_executor is not None
+        if process_pays_off(decision.features, calls_left, decision.workers, pool_running=running):
             return decision
         return decision._replace(
             backend="thread",

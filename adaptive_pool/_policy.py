@@ -29,6 +29,7 @@ __all__ = [
     "forced_decision",
     "process_blockers",
     "process_futile",
+    "process_gain",
     "process_pays_off",
 ]
 
@@ -48,9 +49,14 @@ THREAD_CHUNK_S = 0.002
 TINY_CALL_S = 100e-6
 #: Bytes per second pickling and piping manage between processes, roughly.
 TRANSFER_BYTES_PER_S = 400e6
-#: Starting worker processes (an interpreter each, in parallel) and the
-#: first import of the user's module in them: tens of milliseconds.
-PROCESS_START_S = 0.06
+#: Starting worker processes (an interpreter each, in parallel, beside the
+#: work already running) and the first import of the user's module in them:
+#: 50-100 ms on a 2-core machine, counting the cores the start-up takes.
+PROCESS_START_S = 0.1
+#: Processes must promise at least this speed-up over threads on a call's
+#: computing before they are worth their pickling and start-up: below it,
+#: measurement noise decides, and threads lose nothing when they are wrong.
+PROCESS_MIN_GAIN = 1.2
 
 
 _NO_FEATURES: Mapping[str, float] = MappingProxyType({})
@@ -185,17 +191,38 @@ def process_blockers(features: Mapping[str, float]) -> str | None:
     return None
 
 
+def process_gain(features: Mapping[str, float]) -> float:
+    """How many times faster processes could run a call's computing than threads.
+
+    On threads, the share of a call that holds the GIL runs one call at a
+    time and the rest runs on every core, so threads compute at
+    ``min(cores, cpu / held)`` cores' worth; processes at ``cores``.  C code
+    that releases the GIL (hashing, compression, numpy) gains nothing from
+    processes once ``held`` is below ``cpu / cores``.
+    """
+    cores = max(1.0, features.get("usable_cores", 1.0))
+    cpu = features.get("cpu_s", 0.0)
+    if cpu <= 0.0:
+        return 1.0
+    held = min(max(features.get("gil_hold", 0.0), 0.0), 1.0) * features.get("wall_s", 0.0)
+    return max(1.0, min(cores, held * cores / cpu))
+
+
 def process_futile(features: Mapping[str, float]) -> str | None:
     """Why processes cannot pay off whatever a policy thinks, or ``None``.
 
-    Two cases no model should be trusted against: work that mostly waits
-    (a process waits no faster than a thread), and work whose arguments and
-    result cost more to move than the call itself.
+    Cases no model should be trusted against: work that mostly waits (a
+    process waits no faster than a thread), work whose arguments and result
+    cost more to move than the call itself, and computing that threads
+    already spread over every core because it mostly runs without the GIL.
     """
     if features.get("wait_ratio", 0.0) > 0.8:
         return "mostly waits"
     if transfer_seconds(features) > features.get("wall_s", 0.0):
         return "moving its data costs more than the call"
+    # An unmeasured GIL (a call too short for the sampler) proves nothing.
+    if features.get("gil_measured", 1.0) >= 0.5 and process_gain(features) < PROCESS_MIN_GAIN:
+        return "threads already compute on every core (the GIL is mostly released)"
     return None
 
 
@@ -241,12 +268,18 @@ def process_pays_off(features: Mapping[str, float], calls: int, workers: int, po
 
     A decision is per function; how much work is left is known only to
     ``map``.  Starting a pool for a handful of short calls costs more than
-    it saves, so the remaining work must beat the start-up cost.
+    it saves, so the remaining work must beat the start-up cost.  Both sides
+    are bounded by the cores; threads also by the GIL-holding share of each
+    call, which runs one call at a time.
     """
     wall = features.get("wall_s", 0.0)
-    transfer = transfer_seconds(features)
-    here = calls * wall  # GIL-bound: one core's worth, however many threads
-    there = calls * (wall / max(1, workers) + transfer) + (0.0 if pool_running else PROCESS_START_S)
+    cores = max(1.0, features.get("usable_cores", 1.0))
+    cpu = min(max(features.get("cpu_s", wall), 0.0), wall)
+    held = min(max(features.get("gil_hold", 1.0), 0.0), 1.0) * wall
+    here = calls * max(held, cpu / cores)
+    there = calls * (max(wall / max(1, workers), cpu / cores) + transfer_seconds(features))
+    if not pool_running:
+        there += PROCESS_START_S
     return there < here
 
 

@@ -66,6 +66,10 @@ SAFETY_FEATURES: tuple[str, ...] = (
     "complete",  # 1.0 when decided from finished probes, 0.0 from running ones
 )
 
+#: Calls shorter than this are too short for the GIL sampler's reading to
+#: count as evidence (it sleeps 0.2 ms and ignores waits under 0.3 ms).
+GIL_READABLE_S = 0.001
+
 # Thread CPU clocks of *other* threads let a decision be taken while probes
 # are still running (long tasks must not wait for their probes to finish).
 _HAS_THREAD_CLOCKS = hasattr(time, "pthread_getcpuclockid")
@@ -632,6 +636,9 @@ def summarize(
         "cpu_ratio": cpu / wall if wall > 0 else 0.0,
         "wait_ratio": 1.0 - cpu / wall if wall > 0 else 1.0,
         "gil_hold": _median(gils) if gils else 0.5,  # unknown: neither side
+        # Whether gil_hold is a reading, not a stand-in: the sampler needs
+        # a call to last a few of its cycles before its share means much.
+        "gil_measured": 1.0 if gils and wall >= GIL_READABLE_S else 0.0,
         "arg_bytes": float(_median_size(arg_sizes)),
         "result_bytes": float(_median_size(result_sizes)) if result_sizes else 0.0,
         "usable_cores": float(usable_cores()),

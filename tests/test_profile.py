@@ -287,6 +287,8 @@ class AlwaysProcess:
     [
         {"wall_s": 0.002, "arg_bytes": 4e6},  # moving 4 MB costs more than a 2 ms call
         {"cpu_ratio": 0.01, "wait_ratio": 0.99, "gil_hold": 0.67},  # mostly waits
+        {"gil_hold": 0.2},  # C code that releases the GIL: threads use all 4 cores
+        {"gil_hold": 0.4, "usable_cores": 2.0},  # ... and both of 2 cores
     ],
 )
 def test_no_policy_gets_processes_where_they_cannot_pay(overrides: dict[str, float]) -> None:
@@ -294,6 +296,25 @@ def test_no_policy_gets_processes_where_they_cannot_pay(overrides: dict[str, flo
     assert process_futile(feats)
     assert decide(feats, AlwaysProcess(), allow_process=True).backend == "thread"
     assert decide(features(), AlwaysProcess(), allow_process=True).backend == "process"
+
+
+def test_an_unmeasured_gil_does_not_keep_work_from_processes() -> None:
+    # 0.5 stands in for "unknown" when calls were too short for the sampler;
+    # that reading must not count as "the GIL is released".
+    feats = features(gil_hold=0.5, usable_cores=2.0, gil_measured=0.0)
+    assert process_futile(feats) is None
+    assert process_futile({**feats, "gil_measured": 1.0})
+
+
+def test_processes_pay_off_only_where_the_gil_holds_threads_back() -> None:
+    # Half waiting, half computing with the GIL (sleep then a Python loop):
+    # 2 ms of GIL per call on threads against 1 ms of CPU per core in processes.
+    mixed = features(wall_s=0.004, cpu_s=0.002, cpu_ratio=0.5, wait_ratio=0.5, gil_hold=0.5, usable_cores=2.0)
+    assert not process_pays_off(mixed, calls=50, workers=4, pool_running=False)
+    assert process_pays_off(mixed, calls=1000, workers=4, pool_running=False)
+    # Computing without the GIL: threads are as fast as processes at any size.
+    numpy_like = features(gil_hold=0.1, usable_cores=2.0)
+    assert not process_pays_off(numpy_like, calls=10_000, workers=2, pool_running=True)
 
 
 def test_waiting_beside_a_busy_thread_is_not_charged_with_the_gil() -> None:

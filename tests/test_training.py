@@ -69,7 +69,7 @@ def test_labels_only_among_routes_on_offer() -> None:
     times = {"inline": 1.0, "thread": 0.2, "process": 0.1}
     # Mostly waiting: the runtime never offers processes, so they cannot be the label.
     assert label_of(offered(waits, times)) == "thread"
-    computes = dict(waits, cpu_s=0.01, wait_ratio=0.0)
+    computes = dict(waits, cpu_s=0.01, wait_ratio=0.0, gil_hold=1.0, usable_cores=2.0)
     assert label_of(offered(computes, times)) == "process"
 
 
