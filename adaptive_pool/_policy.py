@@ -28,6 +28,7 @@ __all__ = [
     "decide",
     "forced_decision",
     "process_blockers",
+    "gil_cpu_share",
     "process_futile",
     "process_gain",
     "process_pays_off",
@@ -56,7 +57,12 @@ PROCESS_START_S = 0.1
 #: Processes must promise at least this speed-up over threads on a call's
 #: computing before they are worth their pickling and start-up: below it,
 #: measurement noise decides, and threads lose nothing when they are wrong.
-PROCESS_MIN_GAIN = 1.2
+PROCESS_MIN_GAIN = 1.5
+#: ... and, for a map whose length is known, finish its remaining calls
+#: this many times sooner than threads, start-up included: probes measure
+#: cold first calls and a noisy GIL, and a wrong "process" costs far more
+#: than a wrong "thread".
+PROCESS_MARGIN = 1.25
 
 
 _NO_FEATURES: Mapping[str, float] = MappingProxyType({})
@@ -194,18 +200,25 @@ def process_blockers(features: Mapping[str, float]) -> str | None:
 def process_gain(features: Mapping[str, float]) -> float:
     """How many times faster processes could run a call's computing than threads.
 
-    On threads, the share of a call that holds the GIL runs one call at a
-    time and the rest runs on every core, so threads compute at
-    ``min(cores, cpu / held)`` cores' worth; processes at ``cores``.  C code
+    On threads, the share of a call's CPU time that holds the GIL runs one
+    call at a time and the rest runs on every core, so threads compute at
+    ``min(cores, 1 / share)`` cores' worth; processes at ``cores``.  C code
     that releases the GIL (hashing, compression, numpy) gains nothing from
-    processes once ``held`` is below ``cpu / cores``.
+    processes once ``share`` is below ``1 / cores``.
     """
     cores = max(1.0, features.get("usable_cores", 1.0))
-    cpu = features.get("cpu_s", 0.0)
-    if cpu <= 0.0:
-        return 1.0
-    held = min(max(features.get("gil_hold", 0.0), 0.0), 1.0) * features.get("wall_s", 0.0)
-    return max(1.0, min(cores, held * cores / cpu))
+    return max(1.0, min(cores, gil_cpu_share(features) * cores))
+
+
+def gil_cpu_share(features: Mapping[str, float]) -> float:
+    """Share of a call's CPU time that holds the GIL (measured, else from ``gil_hold``)."""
+    share = features.get("gil_cpu_share")
+    if share is None:
+        cpu = features.get("cpu_s", 0.0)
+        if cpu <= 0.0:
+            return 0.0
+        share = min(max(features.get("gil_hold", 0.0), 0.0), 1.0) * features.get("wall_s", 0.0) / cpu
+    return min(max(share, 0.0), 1.0)
 
 
 def process_futile(features: Mapping[str, float]) -> str | None:
@@ -275,12 +288,11 @@ def process_pays_off(features: Mapping[str, float], calls: int, workers: int, po
     wall = features.get("wall_s", 0.0)
     cores = max(1.0, features.get("usable_cores", 1.0))
     cpu = min(max(features.get("cpu_s", wall), 0.0), wall)
-    held = min(max(features.get("gil_hold", 1.0), 0.0), 1.0) * wall
-    here = calls * max(held, cpu / cores)
+    here = calls * max(cpu * gil_cpu_share(features), cpu / cores)
     there = calls * (max(wall / max(1, workers), cpu / cores) + transfer_seconds(features))
     if not pool_running:
         there += PROCESS_START_S
-    return there < here
+    return there * PROCESS_MARGIN < here
 
 
 #: A batch's cost per call must differ from the measured one by this factor,
@@ -294,7 +306,9 @@ def cost_changed(decision: Decision, calls: int, elapsed_s: float, cpu_s: float 
     """Why a finished batch shows the function no longer costs what was measured.
 
     Threads and inline batches report their CPU time, which shows a change
-    from waiting to computing (and back) and in size.  Process batches report
+    from waiting to computing and in size; only a rise counts there: calls
+    that got cheaper run no worse where they are (first calls are often
+    the dearest: caches, page faults, imports).  Process batches report
     only their wall time, which also holds pool start-up and queueing, so
     only a fall counts there (the work got much cheaper: maybe too cheap for
     processes).  ``None`` when nothing changed.
@@ -302,6 +316,8 @@ def cost_changed(decision: Decision, calls: int, elapsed_s: float, cpu_s: float 
     features = decision.features
     if cpu_s is not None:
         observed, expected, what = cpu_s / calls, features.get("cpu_s", 0.0), "CPU"
+        if observed <= expected:
+            return None
     else:
         observed, expected, what = elapsed_s / calls, features.get("wall_s", 0.0), "wall"
         if observed >= expected:

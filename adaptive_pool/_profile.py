@@ -639,6 +639,7 @@ def summarize(
         # Whether gil_hold is a reading, not a stand-in: the sampler needs
         # a call to last a few of its cycles before its share means much.
         "gil_measured": 1.0 if gils and wall >= GIL_READABLE_S else 0.0,
+        "gil_cpu_share": _gil_cpu_share(samples),
         "arg_bytes": float(_median_size(arg_sizes)),
         "result_bytes": float(_median_size(result_sizes)) if result_sizes else 0.0,
         "usable_cores": float(usable_cores()),
@@ -647,6 +648,22 @@ def summarize(
         "writes_shared_state": float(effects.writes_shared_state),
         "complete": float(len(finished) == len(samples)),
     }
+
+
+def _gil_cpu_share(samples: list[CallSample]) -> float:
+    """Median share of a call's CPU time spent holding the GIL (0.5: unknown).
+
+    Unlike ``gil_hold`` (a share of wall time), this does not shrink when two
+    probes of a GIL-bound function run side by side and each spends half its
+    time waiting for the other: it is what says how far threads can spread
+    the function's computing over the cores.
+    """
+    shares = [
+        min(s.gil_hold * s.wall_s, s.cpu_s) / s.cpu_s
+        for s in samples
+        if s.gil_hold is not None and s.cpu_s > 1e-6
+    ]
+    return _median(shares) if shares else 0.5
 
 
 def _median(values: Iterable[float]) -> float:

@@ -303,3 +303,32 @@ def test_work_found_unsafe_after_going_to_processes_is_reported() -> None:
         assert state.decision == final
     finally:
         ex.shutdown()
+
+
+def sleeps_then_computes(item: tuple[str, float]) -> float:
+    kind, amount = item
+    if kind == "sleep":
+        time.sleep(amount)
+        return amount
+    return float(python_loop(int(amount)))
+
+
+def test_a_function_whose_cost_changes_is_measured_again_in_order() -> None:
+    # Sleeps, then pure-Python loops: the first decision (threads,
+    # from waiting probes) no longer describes the calls; finished batches
+    # show it and the function is measured again, without reordering.
+    reset_profiles()
+    items = [("sleep", 0.02)] * 20 + [("loop", 200_000.0)] * 30
+    # Two workers keep the map's window short: calls are still waiting to
+    # be sent when the change shows (with 128 threads all would be running).
+    with AutoExecutor(2, policy=HeuristicPolicy()) as ex:
+        results = ex.map(sleeps_then_computes, items)
+        first = next(results)
+        decided_first = ex.decision_for(sleeps_then_computes)
+        rest = list(results)
+        decided_last = ex.decision_for(sleeps_then_computes)
+    assert [first, *rest] == [sleeps_then_computes(item) if item[0] == "loop" else 0.02 for item in items]
+    assert decided_first is not None and decided_first.features["cpu_ratio"] < 0.2
+    # Measured again: the decision now rests on calls that compute.
+    assert decided_last is not None and decided_last is not decided_first
+    assert decided_last.features["cpu_s"] > 4 * decided_first.features["cpu_s"]

@@ -16,6 +16,7 @@ import pytest
 from adaptive_pool import Decision, HeuristicPolicy
 from adaptive_pool._identity import describe, function_key, is_coroutine_function
 from adaptive_pool._policy import (
+    cost_changed,
     decide,
     Choice,
     process_blockers,
@@ -296,6 +297,21 @@ def test_no_policy_gets_processes_where_they_cannot_pay(overrides: dict[str, flo
     assert process_futile(feats)
     assert decide(feats, AlwaysProcess(), allow_process=True).backend == "thread"
     assert decide(features(), AlwaysProcess(), allow_process=True).backend == "process"
+
+
+def test_which_changes_in_cost_call_for_measuring_again() -> None:
+    waits = features(wall_s=0.02, cpu_s=0.0001, cpu_ratio=0.005, wait_ratio=0.995)
+    on_threads = Decision("thread", 8, 1, waits)
+    # From waiting to computing 10 ms a call: measure again.
+    assert cost_changed(on_threads, calls=10, elapsed_s=0.1, cpu_s=0.1)
+    # Within the factor, or cheaper than measured (cold first calls): no.
+    assert cost_changed(on_threads, calls=10, elapsed_s=0.2, cpu_s=0.002) is None
+    computes = Decision("thread", 2, 1, features(wall_s=0.002, cpu_s=0.002))
+    assert cost_changed(computes, calls=10, elapsed_s=0.002, cpu_s=0.001) is None
+    # In processes only wall time is known: a fall counts, a rise is queueing.
+    in_processes = Decision("process", 2, 1, features(wall_s=0.02, cpu_s=0.02))
+    assert cost_changed(in_processes, calls=10, elapsed_s=0.01, cpu_s=None)
+    assert cost_changed(in_processes, calls=10, elapsed_s=2.0, cpu_s=None) is None
 
 
 def test_an_unmeasured_gil_does_not_keep_work_from_processes() -> None:
