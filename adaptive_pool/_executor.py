@@ -248,6 +248,8 @@ class AutoExecutor(Executor):
         self._idle = threading.Condition(self._lock)
         self._states: OrderedDict[Hashable, _FunctionState] = OrderedDict()
         self._routes: dict[str, Route] = {}
+        # True once calls went to the process route (not just a prestart).
+        self._process_used = False
         self._gate = _Gate(max_workers) if max_workers is not None else None
         self._outstanding = 0
         self._shutdown = False
@@ -794,6 +796,8 @@ class AutoExecutor(Executor):
     ) -> None:
         route = self._route(decision.backend)
         route.ensure_workers(decision.workers)
+        if decision.backend == "process":
+            self._process_used = True
         count = len(calls)
         if count == 1:  # one submit: no slicing, no closure (see Batch.__init__)
             self._submit_batch(route, Batch(fn, calls, futures, on_done=self._batch_finished, decision=decision))
@@ -952,9 +956,12 @@ class AutoExecutor(Executor):
             decision.backend != "process"
             or decision.source == "forced"
             or calls_left is None
-            or "process" in self._routes
+            or self._process_used
         ):
             return decision
+        # Workers started early, while probes looked GIL-bound, are a head
+        # start, not a reason: most of their start-up is still ahead, and
+        # first calls often look dearer than the rest (imports, page faults).
         running = self._process_executor is not None
         if process_pays_off(decision.features, calls_left, decision.workers, pool_running=running):
             return decision

@@ -41,6 +41,9 @@ BACKENDS: tuple[Backend, ...] = ("inline", "thread", "process")
 #: Threads beyond this are rarely useful even for pure waiting, and each
 #: costs a stack; ``max_workers`` raises or lowers it.
 THREAD_CAP = 128
+#: Threads at least for work that waits half its time or more (what a
+#: careful user picks for I/O: ``ThreadPoolExecutor(32)``).
+WAITING_THREADS_MIN = 32
 #: Target duration of one chunk sent to a process: long enough that the
 #: round trip (~0.1-0.3 ms) is noise, short enough to balance the load.
 PROCESS_CHUNK_S = 0.02
@@ -259,11 +262,15 @@ def size_workers(backend: Backend, features: Mapping[str, float], max_workers: i
         cap = THREAD_CAP
         gil = min(max(features.get("gil_hold", 0.0), 0.0), 1.0)
         effective_cores = 1 + (cores - 1) * (1 - gil)
-        workers = max(effective_cores * busy, cores)
-        if features.get("complete", 1.0) < 0.5:
-            # Decided from running probes: keep at least the standard
-            # library's default so that tasks that wait on each other can.
-            workers = max(workers, min(32, cores + 4))
+        # At least the standard library's default: tasks that wait on each
+        # other can, and probes miss short waits (disk writes, page faults)
+        # that a few threads beyond the cores overlap.
+        workers = max(effective_cores * busy, min(32, cores + 4))
+        if features.get("wait_ratio", 0.0) >= 0.5:
+            # Work that mostly waits: its first calls (imports, connections,
+            # cold caches) overstate the CPU time of the rest, and so
+            # understate the threads it can use; an idle thread costs little.
+            workers = max(workers, WAITING_THREADS_MIN)
     if max_workers is not None:
         cap = max_workers
     return max(1, min(cap, int(math.ceil(workers))))
