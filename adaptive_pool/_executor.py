@@ -26,7 +26,7 @@ import time
 import warnings
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures._base import BrokenExecutor
 from typing import Any, TypeVar
@@ -39,7 +39,7 @@ from ._identity import (
     is_coroutine_function,
     underlying_function,
 )
-from ._map import MapPlan, map_results
+from ._map import MapPlan, Refiller, map_results
 from ._policy import (
     Backend,
     Decision,
@@ -260,8 +260,11 @@ class AutoExecutor(Executor):
         self._serial = next(_EXECUTOR_SERIALS)
         self._thread_numbers = itertools.count()
         self._plans: weakref.WeakSet[MapPlan] = weakref.WeakSet()
+        # The thread refilling map windows, once a map needs it (a list, so
+        # that the finalizer below sees it once it exists).
+        self._refillers: list[Refiller] = []
         # If the executor is dropped without shutdown(), its workers still end.
-        weakref.finalize(self, _close_routes, self._routes, self._gate)
+        weakref.finalize(self, _close_routes, self._routes, self._gate, self._refillers)
         _LIVE_EXECUTORS.add(self)
 
     # ------------------------------------------------------------------
@@ -871,10 +874,24 @@ class AutoExecutor(Executor):
             self._routes_closed = True
             routes = list(self._routes.values())
             timers = [s.timer for s in self._states.values() if s.timer is not None]
+            refillers = list(self._refillers)
         for timer in timers:
             timer.cancel()
+        for refiller in refillers:
+            refiller.shutdown(wait=wait)
         for route in routes:
             route.shutdown(wait=wait)
+
+    def _refill(self, plan: MapPlan) -> None:
+        """Have a map plan dispatch its next batches (from the refill thread)."""
+        with self._lock:
+            if not self._refillers and not self._routes_closed:
+                self._refillers.append(Refiller(f"AutoExecutor-{self._serial}-refill"))
+            refiller = None if self._routes_closed else self._refillers[0]
+        if refiller is None:
+            plan.pump()  # closing down: nothing left to keep apart
+        else:
+            refiller.refill(plan)
 
     def _break(self, why: str) -> None:
         """A route's initializer failed: the executor is broken, as in the stdlib."""
@@ -964,6 +981,9 @@ class AutoExecutor(Executor):
         # first calls often look dearer than the rest (imports, page faults).
         running = self._process_executor is not None
         if process_pays_off(decision.features, calls_left, decision.workers, pool_running=running):
+            # Committed: the rest of this map (and later ones) need not pay
+            # the start-up again, so their tails go there too.
+            self._process_used = True
             return decision
         return decision._replace(
             backend="thread",
@@ -1041,12 +1061,16 @@ _NO_KWARGS: dict[str, Any] = {}
 _EARLY_LOOK_S = 0.005
 
 
-def _close_routes(routes: dict[str, Route], gate: _Gate | None = None) -> None:
+def _close_routes(
+    routes: dict[str, Route], gate: _Gate | None = None, refillers: Sequence[Refiller] = ()
+) -> None:
     """A dropped executor's last act: queued work still runs, then workers stop.
 
     Batches held back by ``max_workers`` would wait for a finished batch to
     let them go, which needs the executor: they are handed over now.
     """
+    for refiller in refillers:
+        refiller.shutdown(wait=False)
     if gate is not None:
         while gate.backlog:
             route, batch = gate.backlog.popleft()

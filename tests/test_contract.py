@@ -562,6 +562,26 @@ def test_dropped_executor_stops_its_threads(prefer: str | None) -> None:
         assert not thread.is_alive()
 
 
+def test_map_refill_thread_ends_with_its_executor(prefer: str | None) -> None:
+    # Map windows are refilled by a thread of the executor's own (so that
+    # worker threads run user calls only); it must end like the workers.
+    def refill_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.endswith("-refill")}
+
+    before = refill_threads()
+    with AutoExecutor(2, prefer=prefer) as executor:
+        assert list(executor.map(abs, range(-60, 0))) == list(range(60, 0, -1))
+    assert refill_threads() == before
+    dropped = AutoExecutor(2, prefer=prefer)
+    assert list(dropped.map(abs, range(-60, 0))) == list(range(60, 0, -1))
+    started = refill_threads() - before
+    del dropped
+    gc.collect()
+    for thread in started:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
 # ---------------------------------------------------------------------------
 # Import and construction are free
 
