@@ -48,6 +48,7 @@ from ._policy import (
     decide,
     forced_decision,
     process_blockers,
+    overturns_processes,
     process_futile,
     process_pays_off,
     size_chunks,
@@ -116,6 +117,7 @@ class _FunctionState:
         "samples",
         "timer",
         "tracker",
+        "warm_checked",
     )
 
     def __init__(self, key: Hashable, name: str, monitor: GilMonitor) -> None:
@@ -144,6 +146,8 @@ class _FunctionState:
         # True while the decided function is measured again because its cost
         # changed: the next calls are probes, the others keep the old route.
         self.reprobe = False
+        # True once a decision for processes was checked on warm calls.
+        self.warm_checked = False
 
 
 class _Gate:
@@ -548,8 +552,37 @@ class AutoExecutor(Executor):
         features = self._features(state, complete=True)
         if features is None:
             return
-        PROFILES.put(state.key, features)
-        self._settle_decision(state, self._decide(features), provisional=False)
+        decision = self._decide(features)
+        previous = state.decision
+        if (
+            state.warm_checked
+            and previous is not None
+            and previous.backend == "process"
+            and decision.backend != "process"
+            and not overturns_processes(features)
+        ):
+            decision = previous  # a noisy warm reading does not overturn it
+        PROFILES.put(state.key, dict(decision.features) or features)
+        self._settle_decision(state, decision, provisional=False)
+        if decision.backend == "process":
+            self._check_when_warm(state, decision)
+
+    def _check_when_warm(self, state: _FunctionState, decision: Decision) -> None:
+        """Measure the next calls again before trusting a first "process".
+
+        Probes are a function's first calls: imports, connections and cold
+        caches make them look dearer and more GIL-bound than the calls to
+        come (a numpy call's first use imports numpy.random holding the GIL).
+        While the worker processes start, the next calls run on threads
+        anyway; two of them are probes, and their measurements decide.
+        """
+        with self._lock:
+            if state.warm_checked or state.decision is not decision or state.reprobe:
+                return
+            state.warm_checked = True
+            state.reprobe = True
+            state.probes_started = state.probes_done = 0
+            state.samples = []
 
     def _probe_deadline_hit(self, state: _FunctionState, early: bool = True) -> None:
         """Judge probes that are still running.
@@ -594,10 +627,7 @@ class AutoExecutor(Executor):
 
     def _prestart_processes(self) -> None:
         try:
-            route = self._route("process")
-            prestart = getattr(route, "prestart", None)
-            if prestart is not None:
-                prestart(self._max_workers or self._cores)
+            self._route("process").prestart(self._max_workers or self._cores)
         except RuntimeError:
             # Shut down meanwhile (this runs in the probe timer's thread):
             # warming up was only ever a head start.
@@ -961,7 +991,7 @@ class AutoExecutor(Executor):
             state.listeners.append(listener)
             return True
 
-    def _for_batch(self, decision: Decision, calls_left: int | None) -> Decision:
+    def _for_batch(self, fn: Callable[..., Any], decision: Decision, calls_left: int | None) -> Decision:
         """The decision for the next batch of a map with ``calls_left`` calls.
 
         A decision is per function; only a map knows how much work is left.
@@ -980,16 +1010,33 @@ class AutoExecutor(Executor):
         # start, not a reason: most of their start-up is still ahead, and
         # first calls often look dearer than the rest (imports, page faults).
         running = self._process_executor is not None
-        if process_pays_off(decision.features, calls_left, decision.workers, pool_running=running):
-            # Committed: the rest of this map (and later ones) need not pay
-            # the start-up again, so their tails go there too.
-            self._process_used = True
-            return decision
+        if not process_pays_off(decision.features, calls_left, decision.workers, pool_running=running):
+            return self._on_threads(decision, "too little work left to start processes")
+        route = self._route("process")
+        if not route.ready() and not self._measuring_again(fn):
+            # Threads sit idle while worker processes start (tens of ms, an
+            # interpreter each): let them take the next batches meanwhile
+            # (unless probes run: beside the function's other calls they
+            # would measure the contention, not the function).
+            route.ensure_workers(decision.workers)
+            route.prestart(decision.workers)
+            return self._on_threads(decision, "on threads while worker processes start")
+        # Committed: the rest of this map (and later ones) need not pay
+        # the start-up again, so their tails go there too.
+        self._process_used = True
+        return decision
+
+    def _measuring_again(self, fn: Callable[..., Any]) -> bool:
+        state = self._states.get(function_key(fn))
+        return state is not None and state.reprobe
+
+    def _on_threads(self, decision: Decision, why: str) -> Decision:
+        """``decision`` moved to threads, sized for them."""
         return decision._replace(
             backend="thread",
             workers=size_workers("thread", decision.features, self._max_workers),
             chunksize=size_chunks("thread", decision.features),
-            reason=decision.reason + "; too little work left to start processes",
+            reason=f"{decision.reason}; {why}",
         )
 
     def _observe(self, fn: Callable[..., Any], decision: Decision, batch: Batch) -> None:

@@ -186,7 +186,7 @@ class MapPlan:
         self.pump()
 
     def _dispatch_chunk(self, executor: AutoExecutor, decision: Decision) -> bool:
-        decision = executor._for_batch(decision, self._left)
+        decision = executor._for_batch(self._fn, decision, self._left)
         route = executor._route(decision.backend)  # raises once the executor is closed
         size = executor._batch_size(decision, self._left or decision.chunksize, self._chunksize)
         calls = self._take(size)

@@ -29,6 +29,7 @@ __all__ = [
     "forced_decision",
     "process_blockers",
     "gil_cpu_share",
+    "overturns_processes",
     "process_futile",
     "process_gain",
     "process_pays_off",
@@ -240,6 +241,21 @@ def process_futile(features: Mapping[str, float]) -> str | None:
     if features.get("gil_measured", 1.0) >= 0.5 and process_gain(features) < PROCESS_MIN_GAIN:
         return "threads already compute on every core (the GIL is mostly released)"
     return None
+
+
+#: A warm re-measurement overturns a first "process" only on clear
+#: evidence: measured beside busy worker processes, GIL readings are noisy.
+WARM_VETO_GAIN = 1.2
+
+
+def overturns_processes(features: Mapping[str, float]) -> bool:
+    """Whether warm calls clearly do not belong in processes after all:
+    they mostly wait, are tiny, are unsafe there, or plainly run without the GIL."""
+    if process_blockers(features) is not None or features.get("wall_s", 0.0) < TINY_CALL_S:
+        return True
+    if features.get("wait_ratio", 0.0) > 0.5 or transfer_seconds(features) > features.get("wall_s", 0.0):
+        return True
+    return features.get("gil_measured", 1.0) >= 0.5 and process_gain(features) < WARM_VETO_GAIN
 
 
 def size_workers(backend: Backend, features: Mapping[str, float], max_workers: int | None) -> int:

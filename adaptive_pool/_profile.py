@@ -617,17 +617,18 @@ def summarize(
     # cost.  The sampler's contention ratio estimates which share of the
     # off-CPU time it was.
     finished = [s for s in samples if s.complete]
-    timed = samples
     if len(finished) >= 2 and len(finished) == len(samples):
         # Probes are a function's first calls, and one-time costs (imports,
-        # connections, cold caches) fall on one of them, often the one that
-        # runs first while the other waits for it on the import lock.  The
-        # call with the least CPU time is the better guide to the calls to
-        # come (as ``timeit`` takes the fastest run).
-        timed = [min(finished, key=lambda s: s.cpu_s)]
-    wall = _median(_solo_wall(s) for s in timed)
-    cpu = min(_median(s.cpu_s for s in timed), wall)
-    gils = [s.gil_hold for s in timed if s.gil_hold is not None]
+        # connections, cold caches) fall on some of them, or make one wait
+        # for another on the import lock.  The least wall and the least CPU
+        # time seen are the better guide to the calls to come (as ``timeit``
+        # takes the fastest run).
+        wall = min(_solo_wall(s) for s in finished)
+        cpu = min(min(s.cpu_s for s in finished), wall)
+    else:
+        wall = _median(_solo_wall(s) for s in samples)
+        cpu = min(_median(s.cpu_s for s in samples), wall)
+    gils = [s.gil_hold for s in samples if s.gil_hold is not None]
     arg_sizes = [s.arg_bytes for s in finished] or [arg_bytes_hint]
     result_sizes = [s.result_bytes for s in finished if not s.raised]
     args_pickle = all(size is not None for size in arg_sizes)
@@ -647,7 +648,7 @@ def summarize(
         # Whether gil_hold is a reading, not a stand-in: the sampler needs
         # a call to last a few of its cycles before its share means much.
         "gil_measured": 1.0 if gils and wall >= GIL_READABLE_S else 0.0,
-        "gil_cpu_share": _gil_cpu_share(timed),
+        "gil_cpu_share": _gil_cpu_share(samples),
         "arg_bytes": float(_median_size(arg_sizes)),
         "result_bytes": float(_median_size(result_sizes)) if result_sizes else 0.0,
         "usable_cores": float(usable_cores()),

@@ -53,6 +53,14 @@ class Route(ABC):
         """Threads this route started in this process (they end after shutdown)."""
         return []
 
+    def ready(self) -> bool:
+        """Whether a batch submitted now could start without waiting for
+        workers to come up (a process pool still starting is not)."""
+        return True
+
+    def prestart(self, count: int) -> None:
+        """Start ``count`` workers ahead of need, where starting takes a while."""
+
 
 class ThreadRoute(Route):
     """A thread pool that grows on demand up to a limit that can be raised.
@@ -255,6 +263,10 @@ class ProcessRoute(Route):
     def prestart(self, count: int) -> None:
         """Start ``count`` workers now (probes point here; save the wait later)."""
         self._pool.prestart(count)
+
+    def ready(self) -> bool:
+        """True once a worker process has started and is ready for work."""
+        return self._pool.ready
 
     def threads(self) -> list[threading.Thread]:
         """The feeder threads that look after the worker processes."""

@@ -7,7 +7,10 @@ worker must never re-run the user's ``__main__`` module (so scripts need no
 ``if __name__ == "__main__"`` guard, as with threads), and it starts faster
 for importing little.
 
-Protocol, one pickled message per frame (``multiprocessing.connection``):
+Protocol, one pickled message per frame, framed as
+``multiprocessing.connection`` frames them (the parent uses its
+``Connection``; this side reads and writes the same frames itself, since
+importing ``multiprocessing`` would cost every worker ~10 ms of start-up):
 
 * parent -> child, first: ``(sys_path, cwd, initializer_payload)``;
   child answers ``("ready",)`` or ``("init_error", traceback_text)``.
@@ -27,15 +30,60 @@ Protocol, one pickled message per frame (``multiprocessing.connection``):
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import struct
 import sys
-import traceback
-from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
 Outcome = tuple[Any, ...]
+
+
+class _Pipe:
+    """One direction of a pipe to the parent, in ``multiprocessing.connection`` frames.
+
+    A frame is a 4-byte big-endian signed length and the payload; payloads
+    of 2 GiB or more have length -1 followed by an 8-byte unsigned length.
+    """
+
+    def __init__(self, fd: int, mode: str) -> None:
+        self._file = io.FileIO(fd, mode, closefd=False)
+
+    def recv_bytes(self) -> bytes | bytearray:
+        """The next frame's payload; EOFError once the parent closed its end."""
+        (size,) = struct.unpack("!i", self._read_exactly(4))
+        if size == -1:
+            (size,) = struct.unpack("!Q", self._read_exactly(8))
+        return self._read_exactly(size)
+
+    def send_bytes(self, payload: bytes) -> None:
+        """Write one frame (BrokenPipeError if the parent is gone)."""
+        size = len(payload)
+        header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
+        if size <= 16384:
+            self._write_all(header + payload)
+        else:
+            self._write_all(header)
+            self._write_all(payload)
+
+    def _read_exactly(self, size: int) -> bytes | bytearray:
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        done = 0
+        while done < size:
+            got = self._file.readinto(view[done:])
+            if not got:
+                raise EOFError("the parent closed the pipe")
+            done += got
+        return buffer
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._file.write(view)
+            view = view[written or 0 :]
 
 
 def _dumps(obj: Any) -> bytes:
@@ -48,6 +96,8 @@ def _dumps(obj: Any) -> bytes:
 def _error_outcome(exc: BaseException, tb_text: str | None = None) -> Outcome:
     """An outcome that carries ``exc`` if it survives a round trip, else its text."""
     if tb_text is None:
+        import traceback  # only when a task fails: it costs start-up time
+
         tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         # Exceptions whose __init__ takes other arguments pickle but do not
@@ -120,7 +170,7 @@ def run_payload(payload: bytes) -> bytes:
     return _encode_outcomes(_run_calls(fn, calls))
 
 
-def _serve(inbox: Connection, outbox: Connection) -> None:
+def _serve(inbox: _Pipe, outbox: _Pipe) -> None:
     while True:
         try:
             data = inbox.recv_bytes()
@@ -159,8 +209,8 @@ def main() -> None:
     # holding them open would hide this worker's death from the parent.
     os.set_inheritable(read_fd, False)
     os.set_inheritable(write_fd, False)
-    inbox = Connection(read_fd, writable=False)
-    outbox = Connection(write_fd, readable=False)
+    inbox = _Pipe(read_fd, "rb")
+    outbox = _Pipe(write_fd, "wb")
     try:
         sys_path, cwd, init_payload = pickle.loads(inbox.recv_bytes())
     except (EOFError, OSError, KeyboardInterrupt):
@@ -172,6 +222,8 @@ def main() -> None:
             initializer(*initargs)
         except BaseException:
             # The parent logs it (on "concurrent.futures", as the stdlib does).
+            import traceback
+
             outbox.send_bytes(pickle.dumps(("init_error", traceback.format_exc())))
             return
     outbox.send_bytes(pickle.dumps(("ready",)))

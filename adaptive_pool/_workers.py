@@ -288,6 +288,8 @@ class _Shared:
         self.processes: set[_WorkerProcess] = set()
         self.init_payload: bytes | None = None
         self.crash_retries = 0
+        #: True once a worker has answered its handshake.
+        self.ready = False
 
     def next_batch(self) -> Batch | None:
         """Block until there is a batch or the pool is shut down and drained."""
@@ -384,6 +386,11 @@ class WorkerPool:
             wanted = min(len(shared.backlog) - shared.idle, shared.max_workers - len(shared.slots))
             for _ in range(wanted):
                 shared.add_slot(weakref.ref(self))
+
+    @property
+    def ready(self) -> bool:
+        """True once a worker process has started and is ready for work."""
+        return self._shared.ready
 
     def prestart(self, count: int) -> None:
         """Start up to ``count`` workers now, before any batch needs them."""
@@ -509,6 +516,7 @@ def _spawn(shared: _Shared) -> _WorkerProcess:
             "A process in the process pool was terminated abruptly while the "
             "future was running or pending: its initializer raised an exception"
         )
+    shared.ready = True
     return process
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -332,3 +333,26 @@ def test_a_function_whose_cost_changes_is_measured_again_in_order() -> None:
     # Measured again: the decision now rests on calls that compute.
     assert decided_last is not None and decided_last is not decided_first
     assert decided_last.features["cpu_s"] > 4 * decided_first.features["cpu_s"]
+
+
+_COLD_CALLS = itertools.count()
+
+
+def computes_first_then_waits(x: int) -> int:
+    # The first two calls (the probes) compute holding the GIL, like a first
+    # call that imports a module; the calls after them wait.
+    if next(_COLD_CALLS) < 2:
+        python_loop(400_000)
+    else:
+        time.sleep(0.005)
+    return x
+
+
+@multicore
+def test_a_first_process_decision_is_checked_on_warm_calls() -> None:
+    reset_profiles()
+    with AutoExecutor(policy=HeuristicPolicy()) as ex:
+        assert list(ex.map(computes_first_then_waits, range(40))) == list(range(40))
+        decision = ex.decision_for(computes_first_then_waits)
+    assert decision is not None and decision.backend == "thread"
+    assert decision.features["wait_ratio"] > 0.5
