@@ -402,3 +402,15 @@ def test_derived_inputs_are_computed_by_the_runtime_and_unknown_ones_refused(iso
     bad = write(isolated / "future.json", data)
     with pytest.warns(UserWarning, match="derived inputs"):
         assert resolve_model(str(bad))[1] == "heuristic"
+
+
+@pytest.mark.parametrize("xdg", [None, "", "   ", "/tmp/xdg-data-home"])
+def test_user_data_dir_is_platformdirs_answer(monkeypatch: pytest.MonkeyPatch, xdg: str | None) -> None:
+    import platformdirs
+
+    if xdg is None:
+        monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_DATA_HOME", xdg)
+    expected = Path(platformdirs.user_data_dir("adaptive_pool", appauthor=False))
+    assert _model.user_data_dir() == expected
