@@ -41,14 +41,15 @@ from ._identity import (
 )
 from ._map import MapPlan, Refiller, map_results
 from ._policy import (
+    DRIFT_MIN_S,
     Backend,
     Decision,
     Policy,
     cost_changed,
     decide,
     forced_decision,
-    process_blockers,
     overturns_processes,
+    process_blockers,
     process_futile,
     process_pays_off,
     size_chunks,
@@ -252,6 +253,9 @@ class AutoExecutor(Executor):
         self._idle = threading.Condition(self._lock)
         self._states: OrderedDict[Hashable, _FunctionState] = OrderedDict()
         self._routes: dict[str, Route] = {}
+        # (weak reference to the function, its state) of the last decided
+        # submit: see _remember_decided.
+        self._last_decided: tuple[weakref.ref[Any], _FunctionState] | None = None
         # True once calls went to the process route (not just a prestart).
         self._process_used = False
         self._gate = _Gate(max_workers) if max_workers is not None else None
@@ -276,13 +280,23 @@ class AutoExecutor(Executor):
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Schedule ``fn(*args, **kwargs)``; return its future at once."""
-        if not callable(fn):
-            raise TypeError(f"{type(fn).__name__!r} object is not callable")
-        _reject_coroutine_function(fn)
+        last = self._last_decided
+        state = last[1] if last is not None and last[0]() is fn else None
+        if state is None:
+            # A function not seen just before: check it (a loop of submits
+            # of one function skips this, and the lookup of its state).
+            if not callable(fn):
+                raise TypeError(f"{type(fn).__name__!r} object is not callable")
+            _reject_coroutine_function(fn)
         future: Future[T] = Future()
         with self._lock:
             self._check_open()
             self._outstanding += 1
+        if state is not None:
+            decision = state.decision
+            if decision is not None and not state.reprobe:
+                self._dispatch(decision, fn, [(args, kwargs)], [future])
+                return future
         self._route_calls(fn, [(args, kwargs)], [future])
         return future
 
@@ -432,6 +446,7 @@ class AutoExecutor(Executor):
         if decision is not None and not state.reprobe:
             # Decided (the common case): straight to the route, building
             # nothing more per call than the batch itself.
+            self._remember_decided(fn, state)
             self._dispatch(decision, fn, calls, futures)
             return
         probes: list[tuple[Call, Future[Any]]] = []
@@ -470,6 +485,17 @@ class AutoExecutor(Executor):
             self._start_probe(state, fn, call, future)
         if timer is not None:
             timer.start()
+
+    def _remember_decided(self, fn: Callable[..., Any], state: _FunctionState) -> None:
+        """Let the next submit of this very function skip the lookups.
+
+        Held weakly: a bound method (a new object each time) is simply not
+        remembered, and no function is kept alive by the executor.
+        """
+        try:
+            self._last_decided = (weakref.ref(fn), state)
+        except TypeError:  # builtins and other objects without weak references
+            self._last_decided = None
 
     def _state_for(self, fn: Callable[..., Any]) -> _FunctionState:
         key = function_key(fn)
@@ -768,6 +794,9 @@ class AutoExecutor(Executor):
     # Dispatch to routes
 
     def _route(self, backend: str) -> Route:
+        route = self._routes.get(backend)  # routes are never replaced
+        if route is not None:
+            return route
         with self._lock:
             route = self._routes.get(backend)
             if route is not None:
@@ -1043,6 +1072,8 @@ class AutoExecutor(Executor):
         """Re-probe a function whose calls stopped costing what was measured."""
         if decision.source == "forced" or not batch.ran or batch.elapsed_s is None:
             return
+        if batch.elapsed_s < DRIFT_MIN_S and decision.features.get("wall_s", 0.0) < DRIFT_MIN_S:
+            return  # calls this short cannot differ by DRIFT_MIN_S: nothing to see
         calls = batch.ran * calls_per_invocation(fn)
         why = cost_changed(decision, calls, batch.elapsed_s, batch.cpu_s)
         state = self._states.get(function_key(fn))

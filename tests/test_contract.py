@@ -562,6 +562,36 @@ def test_dropped_executor_stops_its_threads(prefer: str | None) -> None:
         assert not thread.is_alive()
 
 
+def test_executor_keeps_no_function_alive_after_repeated_submits() -> None:
+    # Repeated submits of one function take a shortcut past the lookups;
+    # the shortcut must not hold the function (nor what it closes over).
+    class Owner:
+        pass
+
+    owner = Owner()
+    owner_ref = weakref.ref(owner)
+
+    def make() -> Any:
+        held = owner
+
+        def task(x: int) -> int:
+            return x + (held is not None)
+
+        return task
+
+    task = make()
+    del owner
+    with AutoExecutor(prefer=None) as executor:
+        assert [executor.submit(abs, -i).result() for i in range(5)] == list(range(5))  # no weakref
+        assert [executor.submit(task, i).result() for i in range(30)] == list(range(1, 31))
+        del task
+        deadline = time.monotonic() + 10
+        while owner_ref() is not None and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.01)
+        assert owner_ref() is None
+
+
 def test_map_refill_thread_ends_with_its_executor(prefer: str | None) -> None:
     # Map windows are refilled by a thread of the executor's own (so that
     # worker threads run user calls only); it must end like the workers.
