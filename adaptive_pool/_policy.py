@@ -273,7 +273,9 @@ def size_workers(backend: Backend, features: Mapping[str, float], max_workers: i
     busy = wall / cpu  # 1 + wait/compute
     if backend == "process":
         cap = 4 * cores
-        workers = cores * busy
+        # Rounded, not raised: a CPU-bound call measured at 90% CPU (probes
+        # share the machine) must not buy a third interpreter for 2 cores.
+        workers = max(cores, math.floor(cores * busy + 0.5))
     else:
         cap = THREAD_CAP
         gil = min(max(features.get("gil_hold", 0.0), 0.0), 1.0)
