@@ -19,6 +19,7 @@ from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "BACKENDS",
+    "allowed_routes",
     "Backend",
     "Choice",
     "Decision",
@@ -275,7 +276,7 @@ def size_workers(backend: Backend, features: Mapping[str, float], max_workers: i
         cap = 4 * cores
         # Rounded, not raised: a CPU-bound call measured at 90% CPU (probes
         # share the machine) must not buy a third interpreter for 2 cores.
-        workers = max(cores, math.floor(cores * busy + 0.5))
+        workers: float = max(cores, math.floor(cores * busy + 0.5))
     else:
         cap = THREAD_CAP
         gil = min(max(features.get("gil_hold", 0.0), 0.0), 1.0)
@@ -353,6 +354,28 @@ def cost_changed(decision: Decision, calls: int, elapsed_s: float, cpu_s: float 
     return None
 
 
+#: Calls at least this long go to a pool when there are cores to share:
+#: handing one to a thread costs ~20 us (2% of it), while a misread GIL
+#: would keep GIL-free work serial on the inline route.
+INLINE_MAX_S = 0.001
+
+
+def allowed_routes(features: Mapping[str, float], *, allow_process: bool = True) -> list[Backend]:
+    """The routes a policy may pick for work with these features (threads always).
+
+    Processes are withdrawn where they would change the program's meaning
+    (:func:`process_blockers`) or cannot pay off (:func:`process_futile`);
+    the inline route for calls of a millisecond or more on a machine with
+    cores to share.
+    """
+    allowed: list[Backend] = ["thread"]
+    if features.get("wall_s", 0.0) < INLINE_MAX_S or features.get("usable_cores", 1.0) < 2:
+        allowed.insert(0, "inline")
+    if allow_process and process_blockers(features) is None and process_futile(features) is None:
+        allowed.append("process")
+    return allowed
+
+
 def decide(
     features: Mapping[str, float],
     policy: Policy,
@@ -362,10 +385,7 @@ def decide(
 ) -> Decision:
     """Ask ``policy`` for a route among the allowed ones and size it."""
     blocker = process_blockers(features)
-    futile = process_futile(features)
-    allowed: list[Backend] = ["inline", "thread"]
-    if allow_process and blocker is None and futile is None:
-        allowed.append("process")
+    allowed = allowed_routes(features, allow_process=allow_process)
     choice = policy.choose(features, allowed)
     backend = choice.backend if choice.backend in allowed else "thread"
     reason = choice.reason

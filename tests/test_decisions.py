@@ -348,11 +348,27 @@ def computes_first_then_waits(x: int) -> int:
     return x
 
 
+class RecordingHeuristic(HeuristicPolicy):
+    """The heuristic, remembering every route it picked."""
+
+    def __init__(self) -> None:
+        self.picked: list[str] = []
+
+    def choose(self, features: Mapping[str, float], allowed: Sequence[Backend]) -> Choice:
+        choice = super().choose(features, allowed)
+        self.picked.append(choice.backend)
+        return choice
+
+
 @multicore
 def test_a_first_process_decision_is_checked_on_warm_calls() -> None:
     reset_profiles()
-    with AutoExecutor(policy=HeuristicPolicy()) as ex:
+    policy = RecordingHeuristic()
+    with AutoExecutor(policy=policy) as ex:
         assert list(ex.map(computes_first_then_waits, range(40))) == list(range(40))
         decision = ex.decision_for(computes_first_then_waits)
+    if policy.picked[:1] != ["process"]:
+        # A loaded machine misread the first probes; that is not this test's subject.
+        pytest.skip(f"the first probes were not judged GIL-bound: {policy.picked}")
     assert decision is not None and decision.backend == "thread"
     assert decision.features["wait_ratio"] > 0.5

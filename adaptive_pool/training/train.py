@@ -17,9 +17,11 @@ model learns the noise.  Regret is always computed from the raw timings.
 
 **Labels among the routes on offer.**  Where the runtime never offers the
 process route (:func:`adaptive_pool._policy.process_blockers` or
-:func:`~adaptive_pool._policy.process_futile`: mostly waiting, or data that
-costs more to move than the call), the label is the fastest of the other
-routes: a "process" label there would teach the model nothing it could use,
+:func:`~adaptive_pool._policy.process_futile`: mostly waiting, data that
+costs more to move than the call, or computing without the GIL), or the
+inline route (calls of a millisecond or more, several cores; see
+:func:`~adaptive_pool._policy.allowed_routes`), the label is the fastest of
+the other routes: a "process" label there would teach the model nothing it could use,
 and would pull neighbouring work where processes are on offer towards them.
 
 **Mirrored sizes.**  Each row is also shown with argument and result sizes
@@ -58,11 +60,10 @@ from .._policy import (
     Backend,
     HeuristicPolicy,
     Policy,
+    allowed_routes,
     decide,
-    process_blockers,
-    process_futile,
 )
-from .._profile import FEATURE_SCHEMA_VERSION, MODEL_FEATURES, SAFETY_FEATURES
+from .._profile import FEATURE_SCHEMA_VERSION, GIL_READABLE_S, MODEL_FEATURES, SAFETY_FEATURES
 from .collect import (
     BACKEND_NAMES,
     COLLECTOR_VERSION,
@@ -108,12 +109,11 @@ def label_of(times: Mapping[str, float], tolerance: float = TIE_TOLERANCE) -> st
 def offered(features: Mapping[str, float], times: Mapping[str, float]) -> dict[str, float]:
     """``times`` of the routes the runtime would offer a policy for ``features``.
 
-    The process route is withdrawn exactly as :func:`adaptive_pool._policy.decide`
-    withdraws it; what is left always holds at least one route.
+    Routes are withdrawn exactly as :func:`adaptive_pool._policy.decide`
+    withdraws them; what is left always holds at least one route.
     """
-    if process_blockers(features) is None and process_futile(features) is None:
-        return dict(times)
-    rest = {b: t for b, t in times.items() if b != "process"}
+    allowed: list[str] = list(allowed_routes(features))
+    rest = {b: t for b, t in times.items() if b in allowed}
     return rest or dict(times)
 
 
@@ -177,6 +177,9 @@ def load_dataset(
             if not times or row.get("label") not in times:
                 continue
             feats = {name: float(row[name]) for name in MODEL_FEATURES + SAFETY_FEATURES}
+            # The CSV keeps gil_hold, where 0.5 stands for "no reading"; the
+            # route rules' gil_measured follows from it as at run time.
+            feats["gil_measured"] = float(feats["gil_hold"] != 0.5 and feats["wall_s"] >= GIL_READABLE_S)
             data.features.append(feats)
             data.X.append(model_inputs(feats, DERIVED))
             data.families.append(row["family"])
