@@ -59,10 +59,13 @@ TRANSFER_BYTES_PER_S = 400e6
 #: work already running) and the first import of the user's module in them:
 #: 50-100 ms on a 2-core machine, counting the cores the start-up takes.
 PROCESS_START_S = 0.1
-#: Processes must promise at least this speed-up over threads on a call's
-#: computing before they are worth their pickling and start-up: below it,
-#: measurement noise decides, and threads lose nothing when they are wrong.
-PROCESS_MIN_GAIN = 1.5
+#: Processes must promise more than this speed-up over threads on a call's
+#: computing, or no policy may pick them.  Kept low: the GIL sampler reads
+#: pure Python as low as 0.5-0.7 of its CPU time beside busy worker
+#: processes, and a wrong veto here costs a core's worth of speed; the
+#: remaining doubt is settled by the start-up margin of process_pays_off
+#: and by the warm re-measurement of a first "process".
+PROCESS_MIN_GAIN = 1.1
 #: ... and, for a map whose length is known, finish its remaining calls
 #: this many times sooner than threads, start-up included: probes measure
 #: cold first calls and a noisy GIL, and a wrong "process" costs far more
@@ -244,19 +247,16 @@ def process_futile(features: Mapping[str, float]) -> str | None:
     return None
 
 
-#: A warm re-measurement overturns a first "process" only on clear
-#: evidence: measured beside busy worker processes, GIL readings are noisy.
-WARM_VETO_GAIN = 1.2
-
-
 def overturns_processes(features: Mapping[str, float]) -> bool:
-    """Whether warm calls clearly do not belong in processes after all:
-    they mostly wait, are tiny, are unsafe there, or plainly run without the GIL."""
-    if process_blockers(features) is not None or features.get("wall_s", 0.0) < TINY_CALL_S:
+    """Whether warm calls clearly do not belong in processes after all: they
+    mostly wait, are tiny, are unsafe there, or processes are futile for them.
+
+    A policy's own change of mind on a warm re-measurement is not enough:
+    measured beside starting worker processes, readings are noisy.
+    """
+    if process_blockers(features) is not None or process_futile(features) is not None:
         return True
-    if features.get("wait_ratio", 0.0) > 0.5 or transfer_seconds(features) > features.get("wall_s", 0.0):
-        return True
-    return features.get("gil_measured", 1.0) >= 0.5 and process_gain(features) < WARM_VETO_GAIN
+    return features.get("wall_s", 0.0) < TINY_CALL_S or features.get("wait_ratio", 0.0) > 0.5
 
 
 def size_workers(backend: Backend, features: Mapping[str, float], max_workers: int | None) -> int:
