@@ -57,8 +57,12 @@ class Outcomes:
             with self._cond:
                 self._cond.notify_all()
 
-    def extend(self, outcomes: Sequence[tuple[bool, Any]]) -> None:
+    def extend(self, outcomes: list[tuple[bool, Any]]) -> None:
+        """Take ``outcomes`` over: the list is emptied before consumers wake,
+        so that a result the consumer drops is freed at once (the thread that
+        delivered them may still hold the list a moment longer)."""
         self.items.extend(outcomes)
+        outcomes.clear()
         if self._waiters:
             with self._cond:
                 self._cond.notify_all()
