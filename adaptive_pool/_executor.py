@@ -579,6 +579,10 @@ class AutoExecutor(Executor):
         if features is None:
             return
         decision = self._decide(features)
+        with self._lock:
+            # A map waits on the decision (its plan listens): it can keep the
+            # idle threads busy while a warm re-measurement runs.
+            map_waits = bool(state.listeners)
         previous = state.decision
         if (
             state.warm_checked
@@ -590,7 +594,7 @@ class AutoExecutor(Executor):
             decision = previous  # a noisy warm reading does not overturn it
         PROFILES.put(state.key, dict(decision.features) or features)
         self._settle_decision(state, decision, provisional=False)
-        if decision.backend == "process":
+        if decision.backend == "process" and map_waits:
             self._check_when_warm(state, decision)
 
     def _check_when_warm(self, state: _FunctionState, decision: Decision) -> None:
@@ -599,8 +603,9 @@ class AutoExecutor(Executor):
         Probes are a function's first calls: imports, connections and cold
         caches make them look dearer and more GIL-bound than the calls to
         come (a numpy call's first use imports numpy.random holding the GIL).
-        While the worker processes start, the next calls run on threads
-        anyway; two of them are probes, and their measurements decide.
+        While the worker processes start, a map's next calls run on threads
+        anyway; two of them are probes, and their measurements decide.  (Only
+        for maps: submitted calls go where the decision says, as they come.)
         """
         with self._lock:
             if state.warm_checked or state.decision is not decision or state.reprobe:

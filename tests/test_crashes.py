@@ -110,7 +110,12 @@ def test_idle_worker_killed_costs_nothing() -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("how", ["exit", "sigkill"])
 def test_crash_with_max_tasks_per_child(how: str) -> None:
-    report, stderr = run_scenario("crash_with_max_tasks_per_child", how=how)
+    for _ in range(3):
+        report, stderr = run_scenario("crash_with_max_tasks_per_child", how=how)
+        if "skipped" not in report:
+            break
+    else:
+        pytest.skip(report["skipped"])  # the measurements, not crashes, decided
     for i, got in enumerate(report["outcomes"]):
         if i == 7:
             assert got[:2] == ["error", "WorkerCrashedError"]

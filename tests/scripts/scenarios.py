@@ -323,8 +323,13 @@ def crash_with_max_tasks_per_child(how: str) -> dict[str, Any]:
     ex = AutoExecutor(2, policy=AlwaysProcess(), probe_deadline=30.0, max_tasks_per_child=2)
     futures = [ex.submit(crashing_task, i, 7, how, 0) for i in range(16)]
     outcomes = [outcome(f) for f in futures]
+    decision = ex.decision_for(crashing_task)
     ex.shutdown()
     settle_down()
+    if decision is None or decision.backend != "process":
+        # No policy gets processes where the safety rules withdraw them (a
+        # loaded disk can make these tiny file-appending calls "mostly wait").
+        return {"skipped": f"processes were not on offer: {decision}"}
     return {"outcomes": outcomes, "runs": runs()}
 
 
