@@ -66,54 +66,42 @@ def _timed(warm: Callable[[], None], load: Callable[[], None]) -> dict[str, floa
     return {"seconds": seconds, "rss_before_mb": start_rss, "peak_rss_mb": peak_rss_mb()}
 
 
+def _submit_load(ex: Any, n: int, warm_n: int) -> dict[str, float]:
+    """``n`` submits of a trivial function to ``ex`` (after ``warm_n``), then shut it down."""
+    from adaptive_pool._workloads import tiny
+
+    try:
+        return _timed(lambda: _submit_rounds(ex, tiny, warm_n), lambda: _submit_rounds(ex, tiny, n))
+    finally:
+        ex.shutdown()
+
+
 @case(100_000)
 def submit_auto(n: int) -> dict[str, float]:
     from adaptive_pool import AutoExecutor
-    from adaptive_pool._workloads import tiny
 
-    ex = AutoExecutor(2)
-    try:
-        return _timed(lambda: _submit_rounds(ex, tiny, 10_000), lambda: _submit_rounds(ex, tiny, n))
-    finally:
-        ex.shutdown()
+    return _submit_load(AutoExecutor(2), n, 10_000)
 
 
 @case(100_000)
 def submit_stdlib_threads(n: int) -> dict[str, float]:
     from concurrent.futures import ThreadPoolExecutor
 
-    from adaptive_pool._workloads import tiny
-
-    ex = ThreadPoolExecutor(2)
-    try:
-        return _timed(lambda: _submit_rounds(ex, tiny, 10_000), lambda: _submit_rounds(ex, tiny, n))
-    finally:
-        ex.shutdown()
+    return _submit_load(ThreadPoolExecutor(2), n, 10_000)
 
 
 @case(10_000)
 def submit_processes(n: int) -> dict[str, float]:
     from adaptive_pool import AutoExecutor
-    from adaptive_pool._workloads import tiny
 
-    ex = AutoExecutor(2, prefer="processes")
-    try:
-        return _timed(lambda: _submit_rounds(ex, tiny, 2_000), lambda: _submit_rounds(ex, tiny, n))
-    finally:
-        ex.shutdown()
+    return _submit_load(AutoExecutor(2, prefer="processes"), n, 2_000)
 
 
 @case(10_000)
 def submit_stdlib_processes(n: int) -> dict[str, float]:
     from concurrent.futures import ProcessPoolExecutor
 
-    from adaptive_pool._workloads import tiny
-
-    ex = ProcessPoolExecutor(2)
-    try:
-        return _timed(lambda: _submit_rounds(ex, tiny, 2_000), lambda: _submit_rounds(ex, tiny, n))
-    finally:
-        ex.shutdown()
+    return _submit_load(ProcessPoolExecutor(2), n, 2_000)
 
 
 def _consume(results: Any) -> None:
