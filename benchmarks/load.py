@@ -109,44 +109,38 @@ def _consume(results: Any) -> None:
         pass
 
 
-@case(1_000_000)
-def map_auto(n: int) -> dict[str, float]:
-    from adaptive_pool import AutoExecutor
+def _map_load(ex: Any, n: int, **options: Any) -> dict[str, float]:
+    """A map of a trivial function over ``n`` items on ``ex`` (after a warm-up map), then shut it down."""
     from adaptive_pool._workloads import tiny
 
-    ex = AutoExecutor(2)
-    try:
-        return _timed(lambda: _consume(ex.map(tiny, range(10_000))), lambda: _consume(ex.map(tiny, range(n))))
-    finally:
-        ex.shutdown()
-
-
-@case(1_000_000)
-def map_auto_buffersize_1000(n: int) -> dict[str, float]:
-    from adaptive_pool import AutoExecutor
-    from adaptive_pool._workloads import tiny
-
-    ex = AutoExecutor(2)
     try:
         return _timed(
-            lambda: _consume(ex.map(tiny, range(10_000), buffersize=1000)),
-            lambda: _consume(ex.map(tiny, iter(range(n)), buffersize=1000)),
+            lambda: _consume(ex.map(tiny, range(10_000), **options)),
+            lambda: _consume(ex.map(tiny, iter(range(n)), **options)),
         )
     finally:
         ex.shutdown()
 
 
 @case(1_000_000)
+def map_auto(n: int) -> dict[str, float]:
+    from adaptive_pool import AutoExecutor
+
+    return _map_load(AutoExecutor(2), n)
+
+
+@case(1_000_000)
+def map_auto_buffersize_1000(n: int) -> dict[str, float]:
+    from adaptive_pool import AutoExecutor
+
+    return _map_load(AutoExecutor(2), n, buffersize=1000)
+
+
+@case(1_000_000)
 def map_stdlib_threads(n: int) -> dict[str, float]:
     from concurrent.futures import ThreadPoolExecutor
 
-    from adaptive_pool._workloads import tiny
-
-    ex = ThreadPoolExecutor(2)
-    try:
-        return _timed(lambda: _consume(ex.map(tiny, range(10_000))), lambda: _consume(ex.map(tiny, range(n))))
-    finally:
-        ex.shutdown()
+    return _map_load(ThreadPoolExecutor(2), n)
 
 
 @case(20_000)
