@@ -568,18 +568,15 @@ def test_executor_keeps_no_function_alive_after_repeated_submits() -> None:
     class Owner:
         pass
 
-    owner = Owner()
-    owner_ref = weakref.ref(owner)
-
-    def make() -> Any:
-        held = owner
-
+    def make(held: Owner) -> Any:
         def task(x: int) -> int:
             return x + (held is not None)
 
         return task
 
-    task = make()
+    owner = Owner()
+    owner_ref = weakref.ref(owner)
+    task = make(owner)
     del owner
     with AutoExecutor(prefer=None) as executor:
         assert [executor.submit(abs, -i).result() for i in range(5)] == list(range(5))  # no weakref
