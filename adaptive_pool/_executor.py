@@ -42,6 +42,8 @@ from ._identity import (
 from ._map import MapPlan, Refiller, map_results
 from ._policy import (
     DRIFT_MIN_S,
+    SPRINT_BUDGET_S,
+    TINY_CALL_S,
     Backend,
     Decision,
     Policy,
@@ -54,12 +56,14 @@ from ._policy import (
     process_pays_off,
     size_chunks,
     size_workers,
+    sprint_decision,
 )
 from ._profile import (
     PROFILES,
     CallSample,
     GilMonitor,
     ProbeTracker,
+    StaticEffects,
     function_picklable,
     measure_call,
     pickled_size,
@@ -116,6 +120,7 @@ class _FunctionState:
         "provisional",
         "reprobe",
         "samples",
+        "sprint",
         "timer",
         "tracker",
         "warm_checked",
@@ -149,6 +154,9 @@ class _FunctionState:
         self.reprobe = False
         # True once a decision for processes was checked on warm calls.
         self.warm_checked = False
+        # While its tiny calls run inline before any decision (see
+        # _start_sprint): [seconds, calls, CPU seconds] of the batches so far.
+        self.sprint: list[float] | None = None
 
 
 class _Gate:
@@ -546,13 +554,15 @@ class AutoExecutor(Executor):
                 self._probe_finished(state, None)
 
         batch = Batch(fn, [call], [future], on_done=done, invoke=invoke)
-        self._load_policy_before_probing()
         # Start the GIL sampler now, so it is awake when the probe runs.
         self._monitor.acquire()
         self._submit_batch(self._route("thread"), batch)
 
     def _probe_finished(self, state: _FunctionState, sample: CallSample | None) -> None:
-        self._learn_facts(state)
+        if sample is None or sample.wall_s >= TINY_CALL_S:
+            # Learnt while the other probes still run; tiny calls may
+            # never need the facts (see _start_sprint).
+            self._learn_facts(state)
         with self._lock:
             state.probes_done += 1
             if sample is not None:
@@ -575,6 +585,8 @@ class AutoExecutor(Executor):
             for fn, call, future in pending:  # already counted as outstanding
                 self._route_calls(fn, [call], [future])
             return
+        if self._start_sprint(state):
+            return
         features = self._features(state, complete=True)
         if features is None:
             return
@@ -596,6 +608,75 @@ class AutoExecutor(Executor):
         self._settle_decision(state, decision, provisional=False)
         if decision.backend == "process" and map_waits:
             self._check_when_warm(state, decision)
+
+    def _start_sprint(self, state: _FunctionState) -> bool:
+        """Run a waiting map's tiny calls inline at once, deciding later.
+
+        Deciding costs milliseconds (a model to parse, the function's pickle
+        and byte code to read); calls of a few microseconds may all be done
+        by then.  So they run inline until their batches have cost
+        :data:`~._policy.SPRINT_BUDGET_S`, and only a map still going then
+        asks the policy (:meth:`_end_sprint`).
+        """
+        with self._lock:
+            if state.decision is not None or state.sprint is not None or not state.listeners:
+                return False
+            samples = list(state.samples)
+        # The facts are not read yet: until the policy decides, nothing
+        # can go to a process anyway.
+        features = summarize(
+            samples, fn_picklable=False, effects=StaticEffects(may_return_value=None, writes_shared_state=False)
+        )
+        decision = sprint_decision(features)
+        if decision is None:
+            return False
+        with self._lock:
+            state.sprint = [0.0, 0.0, 0.0]
+            state.fn = None  # read again from the batch that ends the sprint
+        self._settle_decision(state, decision, provisional=True)
+        return True
+
+    def _sprint_batch(self, fn: Callable[..., Any], batch: Batch) -> None:
+        """Count a sprint batch; size the next ones; decide once over budget."""
+        state = self._states.get(function_key(fn))
+        if state is None or batch.elapsed_s is None or not batch.ran:
+            return
+        calls = batch.ran * calls_per_invocation(fn)
+        with self._lock:
+            sprint, decision = state.sprint, state.decision
+            if sprint is None or decision is None or decision.source != "sprint":
+                return  # decided meanwhile
+            sprint[0] += batch.elapsed_s
+            sprint[1] += calls
+            sprint[2] += batch.cpu_s or 0.0
+            per_call = {"wall_s": sprint[0] / sprint[1], "cpu_s": sprint[2] / sprint[1]}
+            if sprint[0] < SPRINT_BUDGET_S:
+                # Batches measure a tiny call better than a probe can (its
+                # clock readings cost more than the call): size the next
+                # batches by what the last ones took.
+                state.decision = decision._replace(chunksize=size_chunks("inline", per_call))
+                return
+            state.sprint = None
+            state.fn = fn
+        self._end_sprint(state, per_call)
+
+    def _end_sprint(self, state: _FunctionState, per_call: Mapping[str, float]) -> None:
+        """The sprint used its budget: the policy decides the remaining calls."""
+        features = self._features(state, complete=True)
+        if features is None:
+            return
+        # What the calls cost back to back, beside what the probes saw of
+        # the GIL, their arguments and results.
+        wall, cpu = per_call["wall_s"], min(per_call["cpu_s"], per_call["wall_s"])
+        features.update(
+            wall_s=wall,
+            cpu_s=cpu,
+            cpu_ratio=cpu / wall if wall > 0 else 0.0,
+            wait_ratio=1.0 - cpu / wall if wall > 0 else 1.0,
+        )
+        decision = self._decide(features)
+        PROFILES.put(state.key, dict(decision.features) or features)
+        self._settle_decision(state, decision, provisional=False)
 
     def _check_when_warm(self, state: _FunctionState, decision: Decision) -> None:
         """Measure the next calls again before trusting a first "process".
@@ -736,22 +817,6 @@ class AutoExecutor(Executor):
 
                     self._policy = load_policy(self._model)
         return self._policy
-
-    def _load_policy_before_probing(self) -> None:
-        """Load the model before the first probe starts, not beside it.
-
-        Loading parses a JSON file while holding the GIL: done while a probe
-        runs, it would hide the probe's own GIL use from the sampler (that
-        stretch is left out as the executor's own work), and a short probe
-        would read as unknown.  Done after the probes, it delays the
-        decision.  Once per process: parsed models are cached.
-        """
-        if self._policy is None:
-            try:
-                with self._monitor.own_work():
-                    self._get_policy()
-            except Exception:  # _decide() reports it, where it matters
-                pass
 
     def _settle_decision(self, state: _FunctionState, decision: Decision, *, provisional: bool) -> None:
         with self._lock:
@@ -1076,6 +1141,9 @@ class AutoExecutor(Executor):
     def _observe(self, fn: Callable[..., Any], decision: Decision, batch: Batch) -> None:
         """Re-probe a function whose calls stopped costing what was measured."""
         if decision.source == "forced" or not batch.ran or batch.elapsed_s is None:
+            return
+        if decision.source == "sprint":
+            self._sprint_batch(fn, batch)
             return
         if batch.elapsed_s < DRIFT_MIN_S and decision.features.get("wall_s", 0.0) < DRIFT_MIN_S:
             return  # calls this short cannot differ by DRIFT_MIN_S: nothing to see

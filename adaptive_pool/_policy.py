@@ -34,10 +34,11 @@ __all__ = [
     "process_futile",
     "process_gain",
     "process_pays_off",
+    "sprint_decision",
 ]
 
 Backend = Literal["inline", "thread", "process"]
-Source = Literal["model", "heuristic", "forced"]
+Source = Literal["model", "heuristic", "forced", "sprint"]
 BACKENDS: tuple[Backend, ...] = ("inline", "thread", "process")
 
 #: Threads beyond this are rarely useful even for pure waiting, and each
@@ -399,6 +400,32 @@ def decide(
         source=policy.source,
         confidence=max(0.0, min(1.0, choice.confidence)),
         reason=reason,
+    )
+
+
+#: A map's calls shorter than :data:`TINY_CALL_S` first run inline, without
+#: asking the policy, until their batches have taken this long in all.
+#: Deciding costs milliseconds (a model file to parse, the function's
+#: pickle and byte code to read) and no route can gain more than the calls
+#: take: a map of 20,000 microsecond calls is over before a decision would
+#: be.  Like renting before buying, the sprint stops once it has cost what
+#: deciding does; the policy then decides from what the batches measured.
+SPRINT_BUDGET_S = 0.01
+
+
+def sprint_decision(features: Mapping[str, float]) -> Decision | None:
+    """The provisional inline decision for tiny calls, or None if they are not."""
+    wall = features.get("wall_s", 0.0)
+    if wall >= TINY_CALL_S:
+        return None
+    return Decision(
+        backend="inline",
+        workers=1,
+        chunksize=size_chunks("inline", features),
+        features=dict(features),
+        source="sprint",
+        confidence=1.0,
+        reason=f"calls of {_duration(wall)} run inline until they add up to {_duration(SPRINT_BUDGET_S)}",
     )
 
 
