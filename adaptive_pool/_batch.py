@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from itertools import starmap
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-__all__ = ["CANCELLED", "Batch", "Call", "Outcomes"]
+__all__ = ["CANCELLED", "NO_KWARGS", "Batch", "Call", "Outcomes", "Raised"]
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
+
+#: The keyword arguments of every call ``map`` makes (shared, never changed).
+NO_KWARGS: dict[str, Any] = {}
 
 #: Passed to :meth:`Batch.settle` when the batch will never run.
 CANCELLED: Any = object()
@@ -32,40 +36,91 @@ def _invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any
         return False, exc
 
 
-class Outcomes:
-    """The ``(ok, value)`` outcomes of a collected batch, readable as they come.
+class Raised:
+    """Stands in a collected batch's results for a call that raised."""
 
-    ``map`` reads them while the batch still runs, so that a result is
-    yielded (and ``timeout`` judged) call by call, as with the standard
-    library's thread pool, although many calls travel together.  Routes that
-    get a chunk's outcomes at once (processes) deliver them all together, as
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class Outcomes:
+    """The results of a collected batch, in call order, readable as they come.
+
+    ``items`` holds each call's value, or a :class:`Raised` where a call
+    raised; ``failed`` is the index of the first of those.  ``map`` reads
+    them while the batch still runs, so that results are yielded (and
+    ``timeout`` judged) as they come, as with the standard library's thread
+    pool, although many calls travel together.  Routes that get a chunk's
+    outcomes at once (processes) deliver them all together, as
     ``ProcessPoolExecutor.map`` does with ``chunksize``.
     """
 
-    __slots__ = ("_cond", "_waiters", "closed", "items")
+    __slots__ = ("_cond", "_waiters", "closed", "failed", "items")
 
     def __init__(self) -> None:
         self.items: list[Any] = []
+        #: Index of the first call that raised, if any.  Set *before* its
+        #: :class:`Raised` is appended: a reader that sees the item sees it.
+        self.failed: int | None = None
         #: True once no more outcomes will come (finished, failed or cancelled).
         self.closed = False
         self._cond = threading.Condition(threading.Lock())
         self._waiters = 0
 
-    def add(self, outcome: tuple[bool, Any]) -> None:
-        self.items.append(outcome)
-        if self._waiters:  # tiny calls: no lock unless someone waits
-            with self._cond:
-                self._cond.notify_all()
+    def run(self, fn: Callable[..., Any], calls: list[Any], spread: bool | None) -> None:
+        """Run every call here, in order, each raising on its own.
+
+        ``calls`` are single arguments (``spread`` False), argument tuples
+        (True) or ``(args, kwargs)`` pairs (None).  The calls run inside
+        ``list.extend`` over ``map``/``starmap``: for microsecond calls the
+        interpreter's loop around them would cost more than they do.  They
+        go in stretches that double in length, so that a consumer waiting
+        for a result hears of it within about the time it took to come.
+        """
+        items = self.items
+        count = len(calls)
+        stretch = 1
+        while len(items) < count:
+            start = len(items)
+            piece = calls[start : start + stretch]
+            try:
+                items.extend(_calls(fn, piece, spread))
+            except BaseException as exc:  # as the standard library: the caller gets it
+                self._raised(exc)
+            else:
+                stretch *= 2
+            if self._waiters:
+                self.notify()
+
+    def _raised(self, error: BaseException) -> None:
+        if self.failed is None:
+            self.failed = len(self.items)
+        self.items.append(Raised(error))
+
+    def add(self, ok: bool, value: Any) -> None:
+        """Append one call's outcome."""
+        if ok:
+            self.items.append(value)
+        else:
+            self._raised(value)
+        if self._waiters:
+            self.notify()
 
     def extend(self, outcomes: list[tuple[bool, Any]]) -> None:
-        """Take ``outcomes`` over: the list is emptied before consumers wake,
-        so that a result the consumer drops is freed at once (the thread that
-        delivered them may still hold the list a moment longer)."""
-        self.items.extend(outcomes)
+        """Take ``(ok, value)`` outcomes over: the list is emptied before
+        consumers wake, so that a result the consumer drops is freed at once
+        (the thread that delivered them may still hold the list a moment)."""
+        for ok, value in outcomes:
+            if ok:
+                self.items.append(value)
+            else:
+                self._raised(value)
+            del value
         outcomes.clear()
         if self._waiters:
-            with self._cond:
-                self._cond.notify_all()
+            self.notify()
 
     def notify(self) -> None:
         """Wake consumers waiting for outcomes."""
@@ -94,6 +149,12 @@ class Outcomes:
                 self._waiters -= 1
 
 
+def _calls(fn: Callable[..., Any], calls: list[Any], spread: bool | None) -> Iterator[Any]:
+    if spread is None:
+        return (fn(*args, **kwargs) if kwargs else fn(*args) for args, kwargs in calls)
+    return starmap(fn, calls) if spread else map(fn, calls)
+
+
 class Batch:
     """Calls of ``fn`` with their futures; ``on_done`` runs once when all settle."""
 
@@ -111,6 +172,7 @@ class Batch:
         "outcomes",
         "ran",
         "size",
+        "spread",
         "started",
     )
 
@@ -123,9 +185,13 @@ class Batch:
         invoke: Invoker | None = None,
         collect: bool = False,
         decision: Any = None,
+        spread: bool | None = None,
     ) -> None:
         self.fn = fn
+        #: ``(args, kwargs)`` pairs; in a map's chunk (``collect``) also
+        #: argument tuples (``spread`` True) or single arguments (False).
         self.calls = calls
+        self.spread = spread
         # Taken over, not copied: every object made per submit costs twice,
         # once to make and once more in the garbage collector's passes.
         self.futures = futures if type(futures) is list else list(futures)
@@ -174,6 +240,14 @@ class Batch:
             return False
         return True
 
+    def call_pairs(self) -> list[Call]:
+        """The calls as ``(args, kwargs)`` pairs (for routes that send them)."""
+        if self.spread is None:
+            return self.calls
+        if self.spread:
+            return [(args, NO_KWARGS) for args in self.calls]
+        return [((arg,), NO_KWARGS) for arg in self.calls]
+
     def run_here(self) -> None:
         """Run every call in the current thread (thread and inline routes).
 
@@ -195,10 +269,10 @@ class Batch:
                 sink = self.outcomes
                 assert sink is not None
                 if invoke is _invoke:
-                    _run_collected(fn, self.calls, sink)
+                    sink.run(fn, self.calls, self.spread)
                 else:
-                    for args, kwargs in self.calls:
-                        sink.add(invoke(fn, args, kwargs))
+                    for args, kwargs in self.call_pairs():
+                        sink.add(*invoke(fn, args, kwargs))
                 _resolve(self.futures[0], True, None)
                 return
             for (args, kwargs), future in zip(self.calls, self.futures):
@@ -260,26 +334,6 @@ class Batch:
         self.futures = []
         if on_done is not None:
             on_done(self)
-
-
-def _run_collected(fn: Callable[..., Any], calls: list[Call], sink: Outcomes) -> None:
-    """The hot loop of a map chunk: thousands of microsecond calls in a row.
-
-    Written out (no helper call per item, no keyword unpacking when there
-    are none) because for tiny calls this loop is the whole cost.
-    """
-    items = sink.items
-    append = items.append
-    for args, kwargs in calls:
-        try:
-            value = fn(*args, **kwargs) if kwargs else fn(*args)
-        except BaseException as exc:  # as the standard library: the caller gets it
-            append((False, exc))
-        else:
-            append((True, value))
-            del value
-        if sink._waiters:  # a consumer waits for this very result
-            sink.notify()
 
 
 def _fail(future: Future[Any], exc: BaseException) -> None:

@@ -178,9 +178,9 @@ class AutoExecutor(Executor):
     forbids the process route.  ``model``: a model file to decide with
     (see :mod:`adaptive_pool._model` for the search order).  ``policy``: an
     object with the :class:`~adaptive_pool.Policy` interface, which replaces
-    model and heuristic (tests, experiments).  ``process_executor``: any
-    ``concurrent.futures.Executor`` to use as the process route (a Dask
-    ``client.get_executor()``).  ``probes``: how many first calls of each
+    model and heuristic (tests, experiments) and is asked about every
+    function.  ``process_executor``: any ``concurrent.futures.Executor`` to
+    use as the process route (a Dask ``client.get_executor()``).  ``probes``: how many first calls of each
     function are measured.  ``probe_deadline``: seconds after which running
     probes are judged as they are.  ``crash_retries``: how many times a call
     whose worker process died is run again on a new worker before its future
@@ -251,6 +251,9 @@ class AutoExecutor(Executor):
         self._thread_name_prefix = thread_name_prefix
         self._model = model
         self._policy = policy
+        # A policy handed in is there to be asked (tests, experiments): it
+        # decides even tiny calls, which otherwise sprint (_start_sprint).
+        self._sprints = policy is None
         self._process_executor = process_executor
         self._probes = probes
         self._probe_deadline = probe_deadline
@@ -337,19 +340,29 @@ class AutoExecutor(Executor):
         end_time = None if timeout is None else timeout + time.monotonic()
         with self._lock:
             self._check_open()
-        source: Iterator[Call]
+        # A map's calls are kept as their arguments alone: one value each
+        # when there is one iterable, else a tuple.  For microsecond calls,
+        # building an (args, kwargs) pair per call would cost as much as
+        # running them.
+        spread = len(iterables) != 1
+        source: Iterator[Any] = zip(*iterables) if spread else iter(iterables[0])
+        count: int | None = None
         if buffersize is None:
             # Like the standard library: the inputs are read now, the calls
             # run whether or not the results are ever asked for.
-            calls: list[Call] = [(args, _NO_KWARGS) for args in zip(*iterables)]
-            count: int | None = len(calls)
-            source = iter(calls)
-            del calls
-        else:
-            count = None
-            source = ((args, _NO_KWARGS) for args in zip(*iterables))
+            arguments = list(source)
+            count = len(arguments)
+            source = iter(arguments)
+            del arguments
         plan = MapPlan(
-            self, fn, source, count=count, chunksize=chunksize, buffersize=buffersize, probes=self._probes
+            self,
+            fn,
+            source,
+            spread=spread,
+            count=count,
+            chunksize=chunksize,
+            buffersize=buffersize,
+            probes=self._probes,
         )
         with self._lock:
             self._plans.add(plan)
@@ -619,7 +632,7 @@ class AutoExecutor(Executor):
         asks the policy (:meth:`_end_sprint`).
         """
         with self._lock:
-            if state.decision is not None or state.sprint is not None or not state.listeners:
+            if not self._sprints or state.decision is not None or state.sprint is not None or not state.listeners:
                 return False
             samples = list(state.samples)
         # The facts are not read yet: until the policy decides, nothing
@@ -1202,10 +1215,6 @@ def _weak_method(method: Callable[..., Any]) -> Callable[..., None]:
 
 
 _EXECUTOR_SERIALS = itertools.count()
-
-#: The keyword arguments of every map call: one shared empty dict rather than
-#: a million (calls unpack it, never change it).
-_NO_KWARGS: dict[str, Any] = {}
 
 #: When running probes are first looked at: long enough to see whether a
 #: call computes or waits, short enough that waiting calls are not held up.

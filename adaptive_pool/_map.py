@@ -22,7 +22,7 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import TYPE_CHECKING, Any
 
-from ._batch import Batch, Call, Outcomes
+from ._batch import NO_KWARGS, Batch, Call, Outcomes
 from ._policy import Decision
 
 if TYPE_CHECKING:
@@ -59,8 +59,9 @@ class MapPlan:
         self,
         executor: AutoExecutor,
         fn: Callable[..., Any],
-        source: Iterator[Call],
+        source: Iterator[Any],
         *,
+        spread: bool,
         count: int | None,
         chunksize: int,
         buffersize: int | None,
@@ -68,7 +69,9 @@ class MapPlan:
     ) -> None:
         self._executor: AutoExecutor | None = executor
         self._fn = fn
+        # The calls' arguments: tuples to spread (``spread``) or single values.
         self._source = source
+        self._spread = spread
         self._left = count  # calls not yet dispatched, when known
         self._source_done = False  # the producer has taken the last call
         self._complete = False  # ... and every item is visible to the consumer
@@ -129,7 +132,7 @@ class MapPlan:
             if not self._dispatch_chunk(executor, decision):
                 return
 
-    def _take(self, size: int) -> list[Call]:
+    def _take(self, size: int) -> list[Any]:
         if self._buffersize is not None:
             size = min(size, max(1, self._buffersize - self._ahead))
         calls = list(itertools.islice(self._source, size))
@@ -158,17 +161,21 @@ class MapPlan:
     def _dispatch_probes(self, executor: AutoExecutor, count: int, *, wait: bool) -> None:
         """Send ``count`` calls alone, to be measured; with ``wait``, plan the
         rest only once the function is decided."""
-        calls = self._take(count)
-        if not calls:
+        taken = self._take(count)
+        if not taken:
             return
+        calls: list[Call] = [(args if self._spread else (args,), NO_KWARGS) for args in taken]
         futures: list[Future[Any]] = [Future() for _ in calls]
         if wait:
             with self._cond:
                 self._awaiting_decision = True
         executor._count(len(calls))
         self._publish([_Single(future) for future in futures])
+        # Listen before the probes start: whoever decides must know that a
+        # map waits (tiny probes may be over before _route_calls returns).
+        listening = wait and executor._when_decided(self._fn, self._decided)
         executor._route_calls(self._fn, calls, futures)
-        if wait and not executor._when_decided(self._fn, self._decided):
+        if wait and not listening:
             self._resume()  # decided meanwhile
 
     def _decided(self, outcome: Decision | BaseException | None) -> None:
@@ -202,6 +209,7 @@ class MapPlan:
             # a dropped executor is collected even while its results are read.
             on_done=lambda done: self._chunk_done(done, decision, executor),
             collect=True,
+            spread=self._spread,
         )
         assert batch.outcomes is not None
         with self._cond:
@@ -294,11 +302,14 @@ def _pop_result(box: list[Future[Any]], timeout: float | None) -> Any:
         raise
 
 
-def _take(items: list[Any], index: int) -> Any:
-    """The value of outcome ``index``, which is forgotten (results are not kept)."""
-    value = items[index][1]
-    items[index] = None
-    return value
+def _draining(values: list[Any]) -> Iterator[Any]:
+    """Iterate over ``values`` (taken over), letting go of each as it is
+    yielded: the consumer's reference must be the last one (CPython's
+    tests check with weakrefs).  It pops, in C: for tiny calls, a loop of
+    bytecode per result would be most of map's cost (``yield from`` it
+    costs a frame resume per result, a fifth of that loop)."""
+    values.reverse()
+    return map(list.pop, itertools.repeat(values, len(values)))
 
 
 def map_results(plan: MapPlan, end_time: float | None) -> Iterator[Any]:
@@ -318,9 +329,7 @@ def map_results(plan: MapPlan, end_time: float | None) -> Iterator[Any]:
                     box = [item.future]
                     del item
                     plan.consumed(index)
-                    # Nothing in this frame may hold the result while the
-                    # consumer has it (CPython's tests check with weakrefs).
-                    yield _pop_result(box, remaining())
+                    yield from _draining([_pop_result(box, remaining())])
                 else:
                     assert isinstance(item, _Chunk)
                     sink, future = item.outcomes, item.future
@@ -328,15 +337,21 @@ def map_results(plan: MapPlan, end_time: float | None) -> Iterator[Any]:
                     items = sink.items
                     taken = 0
                     while True:
-                        # Outcomes already here are yielded without looking
-                        # at the clock (a finished call's result is never
-                        # late, as with the standard library's map): for
-                        # tiny calls this loop is most of map's cost.
-                        while taken < len(items):
-                            taken += 1
-                            if not items[taken - 1][0]:
-                                raise _take(items, taken - 1)
-                            yield _take(items, taken - 1)
+                        # Results already in are yielded without looking at
+                        # the clock (a finished call's result is never late,
+                        # as with the standard library's map).
+                        end = len(items)
+                        failed = sink.failed  # read after the length: see Outcomes
+                        if failed is not None and failed < end:
+                            end = failed
+                        if end > taken:
+                            stretch = items[taken:end]
+                            items[taken:end] = itertools.repeat(None, end - taken)
+                            taken = end
+                            yield from _draining(stretch)
+                            continue
+                        if failed == taken:
+                            raise items[taken].error
                         if not sink.wait_for(taken, remaining()):
                             raise FuturesTimeoutError()
                         if len(items) == taken:

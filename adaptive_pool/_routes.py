@@ -305,7 +305,7 @@ class ForeignProcessRoute(Route):
         if not batch.start():
             return
         try:
-            payload = cloudpickle.dumps((batch.fn, batch.calls), protocol=5)
+            payload = cloudpickle.dumps((batch.fn, batch.call_pairs()), protocol=5)
         except Exception as exc:
             batch.settle(exc)
             return

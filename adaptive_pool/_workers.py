@@ -566,7 +566,7 @@ class _Feeder:
 
     def run(self, batch: Batch) -> None:
         """Run every call of a started batch; settle it with one outcome per call."""
-        calls = batch.calls
+        calls = batch.call_pairs()
         outcomes: list[tuple[bool, Any] | None] = [None] * len(calls)
         todo = list(range(len(calls)))
         name = describe(batch.fn)

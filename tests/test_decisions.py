@@ -217,16 +217,46 @@ def test_policy_is_never_offered_processes_for_unsafe_work() -> None:
 
 def test_new_executor_reuses_the_process_wide_profile() -> None:
     with AutoExecutor() as ex:
-        list(ex.map(tiny, range(100)))
+        list(ex.map(nap, [0.002] * 4))
     assert len(PROFILES) >= 1
     policy = RecordingPolicy("thread")
     with AutoExecutor(policy=policy) as ex:
         # Decided at once from the stored features: no probing needed.
-        decision = ex.decision_for(tiny)
+        decision = ex.decision_for(nap)
         assert decision is not None and decision.backend == "thread"
+        assert policy.asked
     reset_profiles()
     with AutoExecutor() as ex:
-        assert ex.decision_for(tiny) is None
+        assert ex.decision_for(nap) is None
+
+
+def test_a_short_map_of_tiny_calls_runs_inline_without_asking_a_policy() -> None:
+    with AutoExecutor() as ex:
+        asked: list[int] = []
+        ex._get_policy = lambda: asked.append(1) or HEURISTIC  # type: ignore[method-assign]
+        assert list(ex.map(tiny, range(3000))) == [x + 1 for x in range(3000)]
+        decision = ex.decision_for(tiny)
+    assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
+    assert decision.chunksize > 1
+    assert asked == []  # no model read, for a map over before a decision would be
+    assert len(PROFILES) == 0  # nothing decided, nothing stored
+
+
+def test_a_sprint_over_budget_hands_the_rest_to_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    import adaptive_pool._executor as executor_module
+
+    monkeypatch.setattr(executor_module, "SPRINT_BUDGET_S", 1e-6)  # over after one batch
+    policy = RecordingPolicy("thread")
+    with AutoExecutor() as ex:
+        ex._get_policy = lambda: policy  # type: ignore[method-assign]
+        assert list(ex.map(tiny, range(20_000))) == [x + 1 for x in range(20_000)]
+        decision = ex.decision_for(tiny)
+    assert decision is not None and (decision.backend, decision.source) == ("thread", "model")
+    features, _ = policy.asked[0]
+    # Costs as the batches measured them, not the probes' (clock readings
+    # around a single microsecond call cost more than the call).
+    assert features["wall_s"] < 50e-6 and features["complete"] == 1.0
+    assert len(PROFILES) == 1
 
 
 def test_partials_and_methods_share_their_function_profile() -> None:

@@ -25,7 +25,7 @@ import pytest
 from helpers import run_scenario
 
 from adaptive_pool import AutoExecutor, Choice, RemoteTraceback, WorkerCrashedError, pin
-from adaptive_pool._batch import Batch
+from adaptive_pool._batch import Batch, Raised
 from adaptive_pool._workers import RemoteError, WorkerPool
 from adaptive_pool._workloads import python_loop
 
@@ -304,7 +304,7 @@ def _run_batch(pool: WorkerPool, fn: Any, calls: list[Any], collect: bool = Fals
     assert done.wait(60)
     if collect:
         assert collected is not None and collected.closed
-        return [("ok", list(collected.items))]
+        return [("ok", [(False, v.error) if isinstance(v, Raised) else (True, v) for v in collected.items])]
     return [outcome(f, 0) for f in futures]
 
 

@@ -160,7 +160,8 @@ def test_retrained_model_is_used_by_a_new_process(tiny_collection: Path, tmp_pat
         "from adaptive_pool._model import resolve_model\n"
         "from adaptive_pool.training.families import py_loop\n"
         "with AutoExecutor() as ex:\n"
-        "    list(ex.map(py_loop, [2000] * 8))\n"
+        "    list(ex.map(py_loop, [20_000] * 8))\n"  # ~1 ms calls: tiny ones sprint
+
         "    d = ex.decision_for(py_loop)\n"
         "print(d.source, resolve_model()[2])\n"
     )
