@@ -39,7 +39,8 @@ from ._identity import (
     is_coroutine_function,
     underlying_function,
 )
-from ._map import MapPlan, Refiller, map_results
+from ._control import ControlThread, Scheduled
+from ._map import MapPlan, map_results
 from ._policy import (
     DRIFT_MIN_S,
     SPRINT_BUDGET_S,
@@ -54,6 +55,7 @@ from ._policy import (
     process_blockers,
     process_futile,
     process_pays_off,
+    rule_decision,
     size_chunks,
     size_workers,
     sprint_decision,
@@ -111,6 +113,7 @@ class _FunctionState:
         "facts",
         "facts_lock",
         "fn",
+        "judging",
         "key",
         "listeners",
         "name",
@@ -132,13 +135,16 @@ class _FunctionState:
         self.decision: Decision | None = None
         self.probes_started = 0
         self.probes_done = 0
+        # Probes finished and not yet judged (on the control thread).
+        self.judging = 0
         self.samples: list[CallSample] = []
         self.tracker = ProbeTracker(monitor)
         # (fn, call, future) submitted while undecided
         self.pending: list[tuple[Callable[..., Any], Call, Future[Any]]] = []
         # Called with the decision, None if cancelled, or the error if broken.
         self.listeners: list[Callable[[Decision | BaseException | None], None]] = []
-        self.timer: threading.Timer | None = None
+        # The probe deadline, once armed (see _arm_deadline).
+        self.timer: Scheduled | None = None
         # The function, held only while probes run (a bound method holds its
         # object, which the user expects freed once the call is done), and
         # what was learnt from it: (picklable, static effects).
@@ -252,8 +258,9 @@ class AutoExecutor(Executor):
         self._model = model
         self._policy = policy
         # A policy handed in is there to be asked (tests, experiments): it
-        # decides even tiny calls, which otherwise sprint (_start_sprint).
-        self._sprints = policy is None
+        # decides even tiny calls, which otherwise sprint (_start_sprint),
+        # and work the rules leave to threads (_decide).
+        self._policy_given = policy is not None
         self._process_executor = process_executor
         self._probes = probes
         self._probe_deadline = probe_deadline
@@ -262,6 +269,8 @@ class AutoExecutor(Executor):
 
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
+        # Notified whenever a finished probe has been judged (see decision_for).
+        self._judged = threading.Condition(self._lock)
         self._states: OrderedDict[Hashable, _FunctionState] = OrderedDict()
         self._routes: dict[str, Route] = {}
         # (weak reference to the function, its state) of the last decided
@@ -279,11 +288,11 @@ class AutoExecutor(Executor):
         self._serial = next(_EXECUTOR_SERIALS)
         self._thread_numbers = itertools.count()
         self._plans: weakref.WeakSet[MapPlan] = weakref.WeakSet()
-        # The thread refilling map windows, once a map needs it (a list, so
-        # that the finalizer below sees it once it exists).
-        self._refillers: list[Refiller] = []
+        # The control thread (see _on_control), once needed (a list, so that
+        # the finalizer below sees it once it exists).
+        self._controls: list[ControlThread] = []
         # If the executor is dropped without shutdown(), its workers still end.
-        weakref.finalize(self, _close_routes, self._routes, self._gate, self._refillers)
+        weakref.finalize(self, _close_routes, self._routes, self._gate, self._controls)
         _LIVE_EXECUTORS.add(self)
 
     # ------------------------------------------------------------------
@@ -366,6 +375,7 @@ class AutoExecutor(Executor):
         )
         with self._lock:
             self._plans.add(plan)
+        self._control()  # started here, not by a worker (see _control)
         plan.pump()
         return map_results(plan, end_time)
 
@@ -420,15 +430,24 @@ class AutoExecutor(Executor):
     # Introspection
 
     def decision_for(self, fn: Callable[..., Any]) -> Decision | None:
-        """The decision for ``fn``, or ``None`` while it is still being probed."""
+        """The decision for ``fn``, or ``None`` while it is still being probed.
+
+        Once a probe's result is out, its judging may still be under way:
+        that is waited for (a second at most), so that a decision taken on
+        the probes whose results the caller has seen is there to read.
+        """
         forced = self._forced_decision(fn)
         if forced is not None:
             return forced
         key = function_key(fn)
         with self._lock:
             state = self._states.get(key)
-            if state is not None and state.decision is not None:
-                return state.decision
+            if state is not None:
+                controls = self._controls
+                if not (controls and threading.current_thread() in controls[0].threads()):
+                    self._judged.wait_for(lambda: state.decision is not None or not state.judging, _JUDGING_WAIT_S)
+                if state.decision is not None:
+                    return state.decision
         features = PROFILES.get(key)
         if features is None:
             return None
@@ -471,7 +490,7 @@ class AutoExecutor(Executor):
             self._dispatch(decision, fn, calls, futures)
             return
         probes: list[tuple[Call, Future[Any]]] = []
-        timer: threading.Timer | None = None
+        arm = False
         direct: list[tuple[Call, Future[Any]]] = []
         with self._lock:
             decision = state.decision
@@ -488,15 +507,7 @@ class AutoExecutor(Executor):
                     state.fn = fn
                 # The deadline runs from the first probe, or from the first
                 # call that waits if it passed while nothing was waiting.
-                if decision is None and state.timer is None and not self._routes_closed:
-                    early = self._probe_deadline > _EARLY_LOOK_S
-                    timer = state.timer = threading.Timer(
-                        _EARLY_LOOK_S if early else self._probe_deadline,
-                        _weak_method(self._probe_deadline_hit),
-                        (state,),
-                        {"early": early},
-                    )
-                    timer.daemon = True
+                arm = decision is None and state.timer is None
             else:
                 direct = list(zip(calls, futures))
         if direct:
@@ -504,8 +515,10 @@ class AutoExecutor(Executor):
             self._dispatch(decision, fn, [c for c, _ in direct], [f for _, f in direct])
         for call, future in probes:
             self._start_probe(state, fn, call, future)
-        if timer is not None:
-            timer.start()
+        if arm:
+            early = self._probe_deadline > _EARLY_LOOK_S
+            delay = _EARLY_LOOK_S if early else self._probe_deadline
+            self._arm_deadline(state, delay, early=early, unless_armed=True)
 
     def _remember_decided(self, fn: Callable[..., Any], state: _FunctionState) -> None:
         """Let the next submit of this very function skip the lookups.
@@ -560,21 +573,31 @@ class AutoExecutor(Executor):
 
         def done(batch: Batch) -> None:
             self._monitor.release()
+            with self._lock:
+                state.judging += 1
+            # None: cancelled before it ran; another call probes instead.
+            self._on_control(self._probe_finished, state, box[0] if box else None)
             self._batch_done(batch)
-            if box:
-                self._probe_finished(state, box[0])
-            else:  # cancelled before it ran: let another call probe instead
-                self._probe_finished(state, None)
 
+        self._control()  # started here, not by the worker that runs the probe
         batch = Batch(fn, [call], [future], on_done=done, invoke=invoke)
         # Start the GIL sampler now, so it is awake when the probe runs.
         self._monitor.acquire()
         self._submit_batch(self._route("thread"), batch)
 
     def _probe_finished(self, state: _FunctionState, sample: CallSample | None) -> None:
-        if sample is None or sample.wall_s >= TINY_CALL_S:
-            # Learnt while the other probes still run; tiny calls may
-            # never need the facts (see _start_sprint).
+        try:
+            self._judge_probe(state, sample)
+        finally:
+            with self._lock:
+                state.judging -= 1
+                self._judged.notify_all()
+
+    def _judge_probe(self, state: _FunctionState, sample: CallSample | None) -> None:
+        if sample is None or (sample.wall_s >= TINY_CALL_S and sample.cpu_s > 0.5 * sample.wall_s):
+            # Learnt while the other probes still run, for calls that
+            # compute (processes may be on offer); waiting or tiny calls may
+            # never need the facts (see _features, _start_sprint).
             self._learn_facts(state)
         with self._lock:
             state.probes_done += 1
@@ -632,14 +655,12 @@ class AutoExecutor(Executor):
         asks the policy (:meth:`_end_sprint`).
         """
         with self._lock:
-            if not self._sprints or state.decision is not None or state.sprint is not None or not state.listeners:
+            if self._policy_given or state.decision is not None or state.sprint is not None or not state.listeners:
                 return False
             samples = list(state.samples)
         # The facts are not read yet: until the policy decides, nothing
         # can go to a process anyway.
-        features = summarize(
-            samples, fn_picklable=False, effects=StaticEffects(may_return_value=None, writes_shared_state=False)
-        )
+        features = summarize(samples, fn_picklable=False, effects=_UNREAD_EFFECTS)
         decision = sprint_decision(features)
         if decision is None:
             return False
@@ -730,7 +751,9 @@ class AutoExecutor(Executor):
         if features is None:
             return
         if early:
-            if waiting_calls and features["wait_ratio"] > 0.9:
+            # "Plainly waits" needs a GIL reading: a probe kept off the GIL
+            # by another that computes looks just as idle as one that sleeps.
+            if waiting_calls and features["wait_ratio"] > 0.9 and features["gil_measured"]:
                 self._settle_decision(state, self._decide(features), provisional=True)
                 return
             if self._looks_like_processes(features):
@@ -754,18 +777,18 @@ class AutoExecutor(Executor):
         try:
             self._route("process").prestart(self._max_workers or self._cores)
         except RuntimeError:
-            # Shut down meanwhile (this runs in the probe timer's thread):
+            # Shut down meanwhile (this runs on the control thread):
             # warming up was only ever a head start.
             pass
 
-    def _arm_deadline(self, state: _FunctionState, delay: float, *, early: bool) -> None:
-        timer = threading.Timer(delay, _weak_method(self._probe_deadline_hit), (state,), {"early": early})
-        timer.daemon = True
+    def _arm_deadline(self, state: _FunctionState, delay: float, *, early: bool, unless_armed: bool = False) -> None:
+        control = self._control()
+        if control is None:
+            return
         with self._lock:
-            if state.decision is not None or self._routes_closed:
+            if state.decision is not None or self._routes_closed or (unless_armed and state.timer is not None):
                 return
-            state.timer = timer
-        timer.start()
+            state.timer = control.call_later(delay, _weak_method(self._probe_deadline_hit), state, early)
 
     def _learn_facts(self, state: _FunctionState) -> None:
         """Read what the function object tells (once), then let it go."""
@@ -783,31 +806,41 @@ class AutoExecutor(Executor):
                 state.facts = facts
 
     def _features(self, state: _FunctionState, *, complete: bool) -> dict[str, float] | None:
-        self._learn_facts(state)
+        """Features of the probes so far; the function's facts are read
+        only if processes could be on offer (reading them costs milliseconds
+        the first time: the pickle and dis modules)."""
         with self._lock:
             samples = list(state.samples)
             facts = state.facts
             sample_args = state.pending[0][1] if state.pending else None
         if not complete:
             samples += state.tracker.snapshot()
-        if not samples or facts is None:
+        if not samples:
             return None
         with self._monitor.own_work():
             hint = pickled_size((sample_args[0], sample_args[1])) if sample_args else 32
-        return summarize(
-            samples,
-            fn_picklable=facts[0],
-            effects=facts[1],
-            arg_bytes_hint=hint,
-        )
+        if facts is None:
+            presumed = summarize(samples, fn_picklable=True, effects=_UNREAD_EFFECTS, arg_bytes_hint=hint)
+            if not self._allow_process or process_futile(presumed) is not None:
+                presumed["facts_known"] = 0.0  # see process_blockers
+                return presumed
+            self._learn_facts(state)
+            facts = state.facts
+            if facts is None:
+                return None
+        return summarize(samples, fn_picklable=facts[0], effects=facts[1], arg_bytes_hint=hint)
 
     def _decide(self, features: Mapping[str, float]) -> Decision:
         """The policy's decision; threads if the policy (or a model) fails.
 
-        This runs in route threads and the deadline timer: an exception here
+        This runs on the control thread: an exception here
         would leave waiting calls pending forever, so it never escapes.
         """
         try:
+            if not self._policy_given:
+                ruled = rule_decision(features, allow_process=self._allow_process, max_workers=self._max_workers)
+                if ruled is not None:
+                    return ruled
             with self._monitor.own_work():  # loading a model file takes a while
                 policy = self._get_policy()
             return decide(
@@ -1016,24 +1049,38 @@ class AutoExecutor(Executor):
             self._routes_closed = True
             routes = list(self._routes.values())
             timers = [s.timer for s in self._states.values() if s.timer is not None]
-            refillers = list(self._refillers)
+            controls = list(self._controls)
         for timer in timers:
             timer.cancel()
-        for refiller in refillers:
-            refiller.shutdown(wait=wait)
+        for control in controls:
+            control.shutdown(wait=wait)
         for route in routes:
             route.shutdown(wait=wait)
 
     def _refill(self, plan: MapPlan) -> None:
-        """Have a map plan dispatch its next batches (from the refill thread)."""
+        """Have a map plan dispatch its next batches (on the control thread)."""
+        self._on_control(plan.pump)
+
+    def _control(self) -> ControlThread | None:
+        """The control thread, started if need be; None once closing down.
+
+        Started by a thread that submits or maps (not by a worker, which
+        must not allocate long-lived objects: see adaptive_pool._control).
+        """
         with self._lock:
-            if not self._refillers and not self._routes_closed:
-                self._refillers.append(Refiller(f"AutoExecutor-{self._serial}-refill"))
-            refiller = None if self._routes_closed else self._refillers[0]
-        if refiller is None:
-            plan.pump()  # closing down: nothing left to keep apart
+            if self._routes_closed:
+                return None
+            if not self._controls:
+                self._controls.append(ControlThread(f"AutoExecutor-{self._serial}-control"))
+            return self._controls[0]
+
+    def _on_control(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the control thread, not on a worker."""
+        control = self._control()
+        if control is None:
+            fn(*args)  # closing down: nothing left to keep apart
         else:
-            refiller.refill(plan)
+            control.call(fn, *args)
 
     def _break(self, why: str) -> None:
         """A route's initializer failed: the executor is broken, as in the stdlib."""
@@ -1216,21 +1263,27 @@ def _weak_method(method: Callable[..., Any]) -> Callable[..., None]:
 
 _EXECUTOR_SERIALS = itertools.count()
 
+#: Static effects of a function whose byte code was not read.
+_UNREAD_EFFECTS = StaticEffects(may_return_value=None, writes_shared_state=False)
+
+#: How long decision_for() waits for finished probes to be judged.
+_JUDGING_WAIT_S = 1.0
+
 #: When running probes are first looked at: long enough to see whether a
 #: call computes or waits, short enough that waiting calls are not held up.
 _EARLY_LOOK_S = 0.005
 
 
 def _close_routes(
-    routes: dict[str, Route], gate: _Gate | None = None, refillers: Sequence[Refiller] = ()
+    routes: dict[str, Route], gate: _Gate | None = None, controls: Sequence[ControlThread] = ()
 ) -> None:
     """A dropped executor's last act: queued work still runs, then workers stop.
 
     Batches held back by ``max_workers`` would wait for a finished batch to
     let them go, which needs the executor: they are handed over now.
     """
-    for refiller in refillers:
-        refiller.shutdown(wait=False)
+    for control in controls:
+        control.shutdown(wait=False)
     if gate is not None:
         while gate.backlog:
             route, batch = gate.backlog.popleft()

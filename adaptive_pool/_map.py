@@ -14,7 +14,6 @@ counted from the call to ``map``.
 from __future__ import annotations
 
 import itertools
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from ._policy import Decision
 if TYPE_CHECKING:
     from ._executor import AutoExecutor
 
-__all__ = ["MapPlan", "Refiller", "map_results"]
+__all__ = ["MapPlan", "map_results"]
 
 
 class _Chunk:
@@ -227,12 +226,8 @@ class MapPlan:
         with self._cond:
             self._in_flight -= 1
         # Not self.pump() here, in the worker thread that ran the batch: the
-        # next batch's objects (its future's and outcomes' conditions hold
-        # malloc'd blocks) would land in that thread's malloc arena between
-        # two user calls.  glibc then finds the arena's top free after the
-        # next call's large buffers are freed, trims it, and the call after
-        # faults the pages back in: file I/O with 1 MB buffers ran 2.5x
-        # slower on our threads than on ThreadPoolExecutor.
+        # next batches are built on the executor's control thread (see
+        # adaptive_pool._control for why).
         executor._refill(self)
 
     def _release(self) -> None:
@@ -364,39 +359,3 @@ def map_results(plan: MapPlan, end_time: float | None) -> Iterator[Any]:
             plan.close()
 
     return generate()
-
-
-class Refiller:
-    """One thread that refills map windows as their batches finish.
-
-    Worker threads run user calls only; the objects of the batches that
-    follow are built here (see ``MapPlan._chunk_done`` for why).
-    """
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[MapPlan | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=_refill_loop, args=(self._queue,), name=name, daemon=True)
-        self._thread.start()
-
-    def refill(self, plan: MapPlan) -> None:
-        """Have ``plan`` dispatch what its window allows, soon, on this thread."""
-        self._queue.put(plan)
-
-    def threads(self) -> list[threading.Thread]:
-        """The refilling thread."""
-        return [self._thread]
-
-    def shutdown(self, wait: bool = True) -> None:
-        """Stop once the plans queued so far are refilled."""
-        self._queue.put(None)
-        if wait and self._thread is not threading.current_thread():
-            self._thread.join()
-
-
-def _refill_loop(plans: queue.SimpleQueue[MapPlan | None]) -> None:
-    while True:
-        plan = plans.get()
-        if plan is None:
-            return
-        plan.pump()
-        del plan  # a finished plan must not stay alive here while idle

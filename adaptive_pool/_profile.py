@@ -294,6 +294,10 @@ class GilMonitor:
     _LATENCY_S = 0.0003
     #: Less observed time than this says nothing.
     _MIN_OBSERVED_S = 0.0001
+    #: Nor does watching less than this share of a window: a sampler
+    #: starved of the GIL (or of a core) while pure-Python probes run took
+    #: one sample in 20 ms, and read "no contention" from it.
+    _MIN_OBSERVED_SHARE = 0.25
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -308,40 +312,58 @@ class GilMonitor:
         self._samples: deque[tuple[float, float]] = deque(maxlen=4096)
 
     def acquire(self) -> None:
-        """Start sampling (reference counted)."""
+        """Start sampling (reference counted); return once the sampler samples.
+
+        Waiting for it matters: a sampler thread still starting up when a
+        pure-Python probe begins needs the GIL for each step of its start,
+        and waits a switch interval (5 ms) for each; it took its first
+        sample 20 ms in, after the probe was over.
+        """
+        started: threading.Event | None = None
         with self._lock:
             self._users += 1
             if self._thread is None:
+                started = threading.Event()
                 self._thread = threading.Thread(
-                    target=self._run, name="adaptive_pool-gil-monitor", daemon=True
+                    target=self._run, args=(started,), name="adaptive_pool-gil-monitor", daemon=True
                 )
                 self._thread.start()
+        if started is not None:
+            started.wait(0.05)
 
     def release(self) -> None:
         """Stop sampling once the last user is done."""
         with self._lock:
             self._users -= 1
 
-    def _run(self) -> None:
+    def _run(self, started: threading.Event) -> None:
         sleep = time.sleep
         clock = time.perf_counter
         samples = self._samples
         runqueue = _RunqueueClock()
+        queued0 = runqueue.seconds()
+        start = clock()
+        started.set()
         try:
             while True:
                 with self._lock:
                     if self._users <= 0:
                         self._thread = None
                         return
-                queued0 = runqueue.seconds()
-                start = clock()
+                # Spans follow each other without gaps: every wait for the
+                # GIL (after the sleep, and after reading the run queue,
+                # which releases it too) falls inside one.  A wait between
+                # spans went unseen: a sampler starved by two pure-Python
+                # probes recorded one span in 20 ms.
                 self._asleep_since = start
                 sleep(self._SLEEP_S)
+                queued = runqueue.seconds()
                 end = clock()
                 self._asleep_since = None
                 # Time spent runnable but without a core (all cores busy with
                 # GIL-free work) is the scheduler's doing, not the GIL's.
-                samples.append((start, end - (runqueue.seconds() - queued0)))
+                samples.append((start, end - (queued - queued0)))
+                queued0, start = queued, end
         finally:
             runqueue.close()
 
@@ -387,7 +409,7 @@ class GilMonitor:
             observed += _overlap_apart(began, woke, start, end, own)
             if woke - wanted > self._LATENCY_S:
                 contended += _overlap_apart(wanted, woke, start, end, own)
-        if observed < self._MIN_OBSERVED_S:
+        if observed < max(self._MIN_OBSERVED_S, self._MIN_OBSERVED_SHARE * (end - start)):
             return None
         return min(1.0, contended / observed)
 

@@ -589,19 +589,21 @@ def test_executor_keeps_no_function_alive_after_repeated_submits() -> None:
         assert owner_ref() is None
 
 
-def test_map_refill_thread_ends_with_its_executor(prefer: str | None) -> None:
-    # Map windows are refilled by a thread of the executor's own (so that
-    # worker threads run user calls only); it must end like the workers.
-    def refill_threads() -> set[threading.Thread]:
-        return {t for t in threading.enumerate() if t.name.endswith("-refill")}
+def test_control_thread_ends_with_its_executor(prefer: str | None) -> None:
+    # Probes are judged and map windows refilled by a thread of the
+    # executor's own (so that worker threads run user calls only); it must
+    # end like the workers.
+    def control_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.endswith("-control")}
 
-    before = refill_threads()
+    before = control_threads()
     with AutoExecutor(2, prefer=prefer) as executor:
         assert list(executor.map(abs, range(-60, 0))) == list(range(60, 0, -1))
-    assert refill_threads() == before
+        assert executor.submit(abs, -3).result() == 3
+    assert control_threads() == before
     dropped = AutoExecutor(2, prefer=prefer)
     assert list(dropped.map(abs, range(-60, 0))) == list(range(60, 0, -1))
-    started = refill_threads() - before
+    started = control_threads() - before
     del dropped
     gc.collect()
     for thread in started:

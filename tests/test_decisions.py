@@ -19,7 +19,7 @@ from adaptive_pool import (
     pin,
     reset_profiles,
 )
-from adaptive_pool._policy import Backend
+from adaptive_pool._policy import Backend, process_blockers
 from adaptive_pool._profile import (
     MODEL_FEATURES,
     PROFILES,
@@ -242,6 +242,19 @@ def test_a_short_map_of_tiny_calls_runs_inline_without_asking_a_policy() -> None
     assert len(PROFILES) == 0  # nothing decided, nothing stored
 
 
+def test_work_the_rules_leave_to_threads_is_decided_without_a_policy() -> None:
+    with AutoExecutor() as ex:
+        asked: list[int] = []
+        ex._get_policy = lambda: asked.append(1) or HEURISTIC  # type: ignore[method-assign]
+        decision = decided(ex, nap, [0.01] * 6)
+    assert (decision.backend, decision.source) == ("thread", "rule"), str(decision)
+    assert asked == []  # no model read: there was nothing to choose
+    # Processes were futile: the function's pickle and byte code went unread,
+    # and count as unknown (never as safe) wherever they are looked at.
+    assert decision.features["facts_known"] == 0.0
+    assert process_blockers(decision.features) is not None
+
+
 def test_a_sprint_over_budget_hands_the_rest_to_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     import adaptive_pool._executor as executor_module
 
@@ -279,10 +292,16 @@ def test_partials_and_methods_share_their_function_profile() -> None:
 )
 def test_default_model_gets_clear_cases_right(fn: Any, items: list[Any], backend: str) -> None:
     """The bundled model must not get wrong what no one could doubt."""
+    from adaptive_pool._model import load_policy
+
     with AutoExecutor() as ex:
         decision = decided(ex, fn, items)
-    assert decision.source == "model", str(decision)
     assert decision.backend == backend, str(decision)
+    # Sleeping calls are left to threads by the rules before any model is
+    # read; asked anyway, with every route on offer, the model agrees.
+    assert decision.source == ("model" if backend == "process" else "rule"), str(decision)
+    choice = load_policy(None).choose(decision.features, ["inline", "thread", "process"])
+    assert choice.backend == backend, choice
 
 
 def test_decisions_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:

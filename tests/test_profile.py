@@ -247,6 +247,12 @@ def test_sizing_rules() -> None:
     assert size_workers("thread", waiting, 8) == 8
     assert size_workers("process", features(), None) == 4
     assert size_workers("inline", features(), None) == 1
+    # Mostly waiting: at least 32 threads; half waiting (file I/O on a busy
+    # disk reads so): the sizing rule, never under the stdlib's default.
+    mostly = features(wall_s=0.01, cpu_s=0.0015, wait_ratio=0.85, gil_hold=0.0, usable_cores=2.0)
+    assert size_workers("thread", mostly, None) == 32
+    half = features(wall_s=0.01, cpu_s=0.005, wait_ratio=0.5, gil_hold=0.0, usable_cores=2.0)
+    assert size_workers("thread", half, None) == 6
     assert size_chunks("process", features(wall_s=1e-4)) == 200
     assert size_chunks("process", features(wall_s=1.0)) == 1
 
