@@ -51,6 +51,7 @@ from ._policy import (
     cost_changed,
     decide,
     forced_decision,
+    gil_cpu_share,
     overturns_processes,
     process_blockers,
     process_futile,
@@ -626,6 +627,10 @@ class AutoExecutor(Executor):
         features = self._features(state, complete=True)
         if features is None:
             return
+        if state.decision is None and state.listeners and self._looks_like_processes(features):
+            # Interpreters take tens of milliseconds to start: a head start
+            # while the policy (maybe a model file to read) decides.
+            self._prestart_processes()
         decision = self._decide(features)
         with self._lock:
             # A map waits on the decision (its plan listens): it can keep the
@@ -636,10 +641,19 @@ class AutoExecutor(Executor):
             state.warm_checked
             and previous is not None
             and previous.backend == "process"
-            and decision.backend != "process"
-            and not overturns_processes(features)
+            and (decision.backend == "process" or not overturns_processes(features, previous.features))
         ):
-            decision = previous  # a noisy warm reading does not overturn it
+            # A warm reading, noisy beside starting interpreters, confirms
+            # the first decision (as it was sized) or clearly overturns it;
+            # what the calls cost is the least of the two readings (first
+            # calls carry one-time costs), for judging whether the rest of
+            # the map still pays for starting processes.
+            cost = {
+                name: min(previous.features.get(name, value), value)
+                for name, value in features.items()
+                if name in ("wall_s", "cpu_s")
+            }
+            decision = previous._replace(features={**previous.features, **cost})
         PROFILES.put(state.key, dict(decision.features) or features)
         self._settle_decision(state, decision, provisional=False)
         if decision.backend == "process" and map_waits:
@@ -763,12 +777,17 @@ class AutoExecutor(Executor):
         self._settle_decision(state, self._decide(features), provisional=True)
 
     def _looks_like_processes(self, features: Mapping[str, float]) -> bool:
-        """Running probes that compute holding the GIL, and may go to processes."""
+        """Probes that compute holding the GIL, whose work may go to processes.
+
+        Judged on the GIL's share of their CPU time: two probes of a
+        pure-Python function take turns, each holding the GIL about half of
+        its wall time, while its share of their CPU time stays near one.
+        """
         return (
             self._allow_process
             and self._process_executor is None
-            and features["cpu_ratio"] > 0.8
-            and features["gil_hold"] > 0.7
+            and features["cpu_ratio"] > 0.6
+            and gil_cpu_share(features) > 0.7
             and process_blockers(features) is None
             and process_futile(features) is None
         )

@@ -256,16 +256,23 @@ def process_futile(features: Mapping[str, float]) -> str | None:
     return None
 
 
-def overturns_processes(features: Mapping[str, float]) -> bool:
+def overturns_processes(features: Mapping[str, float], cold: Mapping[str, float]) -> bool:
     """Whether warm calls clearly do not belong in processes after all: they
-    mostly wait, are tiny, are unsafe there, or processes are futile for them.
+    mostly wait, are tiny, are unsafe there, processes are futile for them,
+    or they wait half their time and compute much less than the first
+    calls (``cold``) did: that computing was a one-time cost.
 
     A policy's own change of mind on a warm re-measurement is not enough:
-    measured beside starting worker processes, readings are noisy.
+    measured beside starting worker processes, readings are noisy (two
+    pure-Python calls taking turns on the GIL beside starting interpreters
+    read as half waiting, for the same CPU time as their first calls).
     """
     if process_blockers(features) is not None or process_futile(features) is not None:
         return True
-    return features.get("wall_s", 0.0) < TINY_CALL_S or features.get("wait_ratio", 0.0) > 0.5
+    if features.get("wall_s", 0.0) < TINY_CALL_S:
+        return True
+    computes_less = features.get("cpu_s", 0.0) < 0.6 * cold.get("cpu_s", 0.0)
+    return features.get("wait_ratio", 0.0) > 0.5 and computes_less
 
 
 def size_workers(backend: Backend, features: Mapping[str, float], max_workers: int | None) -> int:

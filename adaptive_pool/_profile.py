@@ -489,6 +489,12 @@ class CallSample(NamedTuple):
     result_is_none: bool
     raised: bool
     complete: bool = True
+    #: The call's window on the perf_counter clock and the CPU time its
+    #: thread used in it: for telling probes that ran side by side in
+    #: parallel from ones that took turns (see _gil_cpu_share).
+    started: float = 0.0
+    ended: float = 0.0
+    window_cpu_s: float = 0.0
 
 
 def measure_call(
@@ -546,6 +552,9 @@ def measure_call(
         result_bytes=None if result_bytes is None else result_bytes // n,
         result_is_none=ok and value is None,
         raised=not ok,
+        started=wall0,
+        ended=wall1,
+        window_cpu_s=max(0.0, cpu1 - cpu0),
     )
     return ok, value, sample
 
@@ -688,12 +697,30 @@ def _gil_cpu_share(samples: list[CallSample]) -> float:
     probes of a GIL-bound function run side by side and each spends half its
     time waiting for the other: it is what says how far threads can spread
     the function's computing over the cores.
+
+    The sampler sees the GIL held by anyone.  Probes that ran side by side
+    and together used more CPU time than their window lasted cannot all have
+    held the GIL all along: their reading is scaled by window / CPU used
+    (two numpy probes each holding the GIL a quarter of the time read as
+    one half each, and computed in parallel: a quarter each).
     """
-    shares = [
-        min(s.gil_hold * s.wall_s, s.cpu_s) / s.cpu_s
-        for s in samples
-        if s.gil_hold is not None and s.cpu_s > 1e-6
-    ]
+    shares = []
+    for sample in samples:
+        if sample.gil_hold is None or sample.cpu_s <= 1e-6:
+            continue
+        share = min(sample.gil_hold * sample.wall_s, sample.cpu_s) / sample.cpu_s
+        window = sample.ended - sample.started
+        if window > 0:
+            used = sample.window_cpu_s + sum(
+                other.window_cpu_s
+                * _overlap(sample.started, sample.ended, other.started, other.ended)
+                / (other.ended - other.started)
+                for other in samples
+                if other is not sample and other.ended > other.started
+            )
+            if used > window:
+                share *= window / used
+        shares.append(share)
     return _median(shares) if shares else 0.5
 
 

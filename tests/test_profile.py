@@ -16,9 +16,10 @@ import pytest
 from adaptive_pool import Decision, HeuristicPolicy
 from adaptive_pool._identity import describe, function_key, is_coroutine_function
 from adaptive_pool._policy import (
+    Choice,
     cost_changed,
     decide,
-    Choice,
+    overturns_processes,
     process_blockers,
     process_futile,
     process_pays_off,
@@ -27,6 +28,7 @@ from adaptive_pool._policy import (
 )
 from adaptive_pool._profile import (
     MODEL_FEATURES,
+    CallSample,
     GilMonitor,
     ProfileStore,
     measure_call,
@@ -182,6 +184,29 @@ def test_summarize_gives_every_model_feature() -> None:
     assert features["wall_s"] > 0 and 0 <= features["wait_ratio"] <= 1
 
 
+def _side_by_side(start: float, end: float, cpu: float, gil: float) -> CallSample:
+    return CallSample(
+        wall_s=end - start, cpu_s=cpu, gil_hold=gil, arg_bytes=32, result_bytes=32,
+        result_is_none=False, raised=False, started=start, ended=end, window_cpu_s=cpu,
+    )
+
+
+def test_gil_share_of_probes_side_by_side() -> None:
+    def share(samples: list[CallSample]) -> float:
+        return summarize(samples, fn_picklable=True, effects=static_effects(python_loop))["gil_cpu_share"]
+
+    # Two pure-Python probes take turns: each computes half of its window,
+    # holding the GIL whenever it computes.
+    turns = [_side_by_side(0.0, 0.02, 0.01, 0.5), _side_by_side(0.0, 0.02, 0.01, 0.5)]
+    assert share(turns) == pytest.approx(1.0)
+    # Two probes computing in parallel (20 ms of CPU in 10 ms) while the
+    # sampler saw the GIL held half the time: a quarter each, not a half.
+    parallel = [_side_by_side(0.0, 0.01, 0.01, 0.5), _side_by_side(0.0, 0.01, 0.01, 0.5)]
+    assert share(parallel) == pytest.approx(0.25)
+    # One probe alone: its reading stands.
+    assert share([_side_by_side(0.0, 0.01, 0.01, 0.5), _side_by_side(0.02, 0.03, 0.01, 0.5)]) == pytest.approx(0.5)
+
+
 def test_profile_store_is_bounded_lru() -> None:
     store = ProfileStore(capacity=3)
     for i in range(5):
@@ -239,6 +264,17 @@ def test_process_blockers_win_over_any_policy(blocker: str) -> None:
     assert process_blockers(unsafe)
     assert decide(unsafe, HeuristicPolicy(), allow_process=True).backend == "thread"
     assert decide(features(), HeuristicPolicy(), allow_process=False).backend == "thread"
+
+
+def test_warm_calls_overturn_processes_only_on_clear_evidence() -> None:
+    cold = features(wall_s=0.008, cpu_s=0.008)
+    # Same computing, read as half waiting beside starting interpreters: noise.
+    assert not overturns_processes(features(wall_s=0.016, cpu_s=0.008, wait_ratio=0.5 + 1e-3), cold)
+    # Half waiting and computing a third of what the first calls did: the
+    # first calls' computing was a one-time cost.
+    assert overturns_processes(features(wall_s=0.006, cpu_s=0.0025, wait_ratio=0.58), cold)
+    # Mostly waiting: processes are futile whatever the first calls did.
+    assert overturns_processes(features(wall_s=0.01, cpu_s=0.001, wait_ratio=0.9), cold)
 
 
 def test_sizing_rules() -> None:
