@@ -5,15 +5,23 @@
 ...     results = list(ex.map(abs, range(-3, 3)))
 
 Importing this package loads only the standard library: no numpy,
-scikit-learn or joblib, no thread and no process.
+scikit-learn or joblib, no thread and no process.  Its public names load
+their modules when first used: a worker process that imports one of the
+user's modules (which may import this package, or live in it) pays for
+what it uses, not for the executor.
 """
 
-import logging as _logging
+from __future__ import annotations
 
-from ._asyncio import amap
-from ._executor import AutoExecutor, pin
-from ._policy import Choice, Decision, HeuristicPolicy, Policy
-from ._profile import reset_profiles
+# Not typing.TYPE_CHECKING: importing typing costs a fresh worker 3 ms;
+# type checkers treat any constant of this name alike.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._asyncio import amap
+    from ._executor import AutoExecutor, pin
+    from ._policy import Choice, Decision, HeuristicPolicy, Policy
+    from ._profile import reset_profiles
+    from ._workers import RemoteTraceback, WorkerCrashedError
 
 __all__ = [
     "AutoExecutor",
@@ -31,6 +39,22 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+#: Where each public name lives (loaded on first use, PEP 562).
+_HOMES = {
+    "AutoExecutor": "._executor",
+    "pin": "._executor",
+    "amap": "._asyncio",
+    "Choice": "._policy",
+    "Decision": "._policy",
+    "HeuristicPolicy": "._policy",
+    "Policy": "._policy",
+    "reset_profiles": "._profile",
+    # The process pool's module loads only when a process route starts or
+    # these are asked for.
+    "RemoteTraceback": "._workers",
+    "WorkerCrashedError": "._workers",
+}
+
 
 def register_joblib_backend(name: str = "adaptive", *, make_default: bool = False) -> None:
     """Register the ``"adaptive"`` joblib backend (imports joblib only now).
@@ -43,14 +67,15 @@ def register_joblib_backend(name: str = "adaptive", *, make_default: bool = Fals
 
 
 def __getattr__(name: str) -> object:
-    # The process pool's module (and the multiprocessing machinery it
-    # imports) loads only when a process route starts or these are asked for.
-    if name in ("RemoteTraceback", "WorkerCrashedError"):
-        from . import _workers
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'adaptive_pool' has no attribute {name!r}")
+    import importlib
 
-        return getattr(_workers, name)
-    raise AttributeError(f"module 'adaptive_pool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
 
 
-# A library logs; the application decides where logs go.
-_logging.getLogger("adaptive_pool").addHandler(_logging.NullHandler())
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

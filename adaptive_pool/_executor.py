@@ -79,6 +79,8 @@ from ._routes import ForeignProcessRoute, InlineRoute, ProcessRoute, Route, Thre
 __all__ = ["AutoExecutor", "pin"]
 
 logger = logging.getLogger("adaptive_pool")
+# A library logs; the application decides where logs go.
+logger.addHandler(logging.NullHandler())
 
 T = TypeVar("T")
 
@@ -1185,9 +1187,12 @@ class AutoExecutor(Executor):
         ):
             return decision
         # Workers started early, while probes looked GIL-bound, are a head
-        # start, not a reason: most of their start-up is still ahead, and
-        # first calls often look dearer than the rest (imports, page faults).
-        running = self._process_executor is not None
+        # start, not a reason: until one is ready its start-up counts in
+        # full (first calls often look dearer than the rest, too; crediting
+        # the part already behind sent a file I/O map to processes, 2.4x
+        # slower).  Once ready, starting is paid for.
+        started = self._routes.get("process")
+        running = self._process_executor is not None or (started is not None and started.ready())
         if not process_pays_off(decision.features, calls_left, decision.workers, pool_running=running):
             return self._on_threads(decision, "too little work left to start processes")
         route = self._route("process")

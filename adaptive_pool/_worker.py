@@ -87,10 +87,17 @@ class _Pipe:
 
 
 def _dumps(obj: Any) -> bytes:
-    import cloudpickle
+    # Plain pickle first: importing cloudpickle costs a worker ~20 ms, and
+    # results are nearly always plain data.  What pickle cannot send by
+    # reference (a lambda, a class shipped by value from the parent's
+    # __main__) goes by value with cloudpickle.
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:
+        import cloudpickle
 
-    data: bytes = cloudpickle.dumps(obj, protocol=5)
-    return data
+        data: bytes = cloudpickle.dumps(obj, protocol=5)
+        return data
 
 
 def _error_outcome(exc: BaseException, tb_text: str | None = None) -> Outcome:
