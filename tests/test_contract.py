@@ -636,6 +636,29 @@ print("clean")
     assert result.stdout.strip() == "clean"
 
 
+def test_public_names_resolve_and_load_on_first_use() -> None:
+    script = r"""
+import sys
+import adaptive_pool
+assert "adaptive_pool._executor" not in sys.modules  # a submodule's importer pays for it alone
+import adaptive_pool._workloads
+assert "adaptive_pool._executor" not in sys.modules and "logging" not in sys.modules
+for name in adaptive_pool.__all__:
+    assert getattr(adaptive_pool, name) is not None, name
+assert set(adaptive_pool.__all__) <= set(dir(adaptive_pool))
+from adaptive_pool import AutoExecutor
+from adaptive_pool._executor import AutoExecutor as defined
+assert AutoExecutor is defined
+try:
+    adaptive_pool.no_such_name
+except AttributeError:
+    print("clean")
+"""
+    result = run_python(["-c", script])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "clean"
+
+
 # ---------------------------------------------------------------------------
 # Probing on the automatic path
 

@@ -623,3 +623,20 @@ def test_module_importable_only_after_the_pool_started(tmp_path: Any, executors:
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("late_module_for_reliability", None)
+
+
+def test_workers_skip_site_unless_imports_need_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adaptive_pool._workers import _site_flags
+
+    plain = [f for f in sys.meta_path if getattr(f, "__module__", "").startswith(("_frozen_importlib", "importlib"))]
+    monkeypatch.setattr(sys, "meta_path", plain)
+    monkeypatch.delitem(sys.modules, "sitecustomize", raising=False)
+    monkeypatch.delitem(sys.modules, "usercustomize", raising=False)
+    assert _site_flags() == ["-S"]  # the parent's sys.path, sent first, is all a worker needs
+
+    class EditableInstallFinder:  # what a .pth file of an editable install adds
+        def find_spec(self, name: str, path: Any, target: Any = None) -> None:
+            return None
+
+    monkeypatch.setattr(sys, "meta_path", [*plain, EditableInstallFinder()])
+    assert _site_flags() == []
