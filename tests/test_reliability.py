@@ -628,7 +628,8 @@ def test_module_importable_only_after_the_pool_started(tmp_path: Any, executors:
 def test_workers_skip_site_unless_imports_need_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from adaptive_pool._workers import _site_flags
 
-    plain = [f for f in sys.meta_path if getattr(f, "__module__", "").startswith(("_frozen_importlib", "importlib"))]
+    standard = ("_frozen_importlib", "_frozen_importlib_external")
+    plain = [f for f in sys.meta_path if getattr(f, "__module__", "") in standard]
     monkeypatch.setattr(sys, "meta_path", plain)
     monkeypatch.delitem(sys.modules, "sitecustomize", raising=False)
     monkeypatch.delitem(sys.modules, "usercustomize", raising=False)
