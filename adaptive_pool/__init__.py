@@ -5,23 +5,29 @@
 ...     results = list(ex.map(abs, range(-3, 3)))
 
 Importing this package loads only the standard library: no numpy,
-scikit-learn or joblib, no thread and no process.  Its public names load
-their modules when first used: a worker process that imports one of the
-user's modules (which may import this package, or live in it) pays for
-what it uses, not for the executor.
+scikit-learn or joblib, no thread and no process.  In a worker process
+(see adaptive_pool._workers) its public names load their modules only when
+first used: a worker that imports one of the user's modules (which may
+import this package, or live in it) pays for what its calls use, not for
+the executor (~20 ms of start-up each).
 """
 
 from __future__ import annotations
+
+import os as _os
 
 # Not typing.TYPE_CHECKING: importing typing costs a fresh worker 3 ms;
 # type checkers treat any constant of this name alike.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ._workers import RemoteTraceback, WorkerCrashedError
+if TYPE_CHECKING or _os.environ.get("ADAPTIVE_POOL_WORKER") != "1":
+    # A program imports the package to use it: the executor loads now, not
+    # inside its first timed call.
     from ._asyncio import amap
     from ._executor import AutoExecutor, pin
     from ._policy import Choice, Decision, HeuristicPolicy, Policy
     from ._profile import reset_profiles
-    from ._workers import RemoteTraceback, WorkerCrashedError
 
 __all__ = [
     "AutoExecutor",

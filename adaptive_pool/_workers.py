@@ -524,6 +524,7 @@ def _spawn(shared: _Shared) -> _WorkerProcess:
                 f"the initializer and its arguments could not be pickled for the worker processes: {exc}"
             ) from exc
     env = dict(os.environ)
+    env["ADAPTIVE_POOL_WORKER"] = "1"  # the package loads lazily there (see its __init__)
     per_worker = str(max(1, (os.cpu_count() or 1) // shared.max_workers))
     for var in _THREAD_LIMIT_VARS:
         env.setdefault(var, per_worker)

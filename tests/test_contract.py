@@ -638,7 +638,8 @@ print("clean")
 
 def test_public_names_resolve_and_load_on_first_use() -> None:
     script = r"""
-import sys
+import os, sys
+os.environ["ADAPTIVE_POOL_WORKER"] = "1"  # as in a worker process
 import adaptive_pool
 assert "adaptive_pool._executor" not in sys.modules  # a submodule's importer pays for it alone
 import adaptive_pool._workloads
