@@ -119,6 +119,7 @@ class _FunctionState:
         "judging",
         "key",
         "listeners",
+        "map_calls",
         "name",
         "pending",
         "probes_done",
@@ -146,6 +147,8 @@ class _FunctionState:
         self.pending: list[tuple[Callable[..., Any], Call, Future[Any]]] = []
         # Called with the decision, None if cancelled, or the error if broken.
         self.listeners: list[Callable[[Decision | BaseException | None], None]] = []
+        # Calls the listening maps have left (None: unknown, or none listens).
+        self.map_calls: int | None = None
         # The probe deadline, once armed (see _arm_deadline).
         self.timer: Scheduled | None = None
         # The function, held only while probes run (a bound method holds its
@@ -629,37 +632,54 @@ class AutoExecutor(Executor):
         features = self._features(state, complete=True)
         if features is None:
             return
-        if state.decision is None and state.listeners and self._looks_like_processes(features):
+        if state.decision is None and state.listeners and self._looks_like_processes(features, state):
             # Interpreters take tens of milliseconds to start: a head start
             # while the policy (maybe a model file to read) decides.
             self._prestart_processes()
         decision = self._decide(features)
         with self._lock:
-            # A map waits on the decision (its plan listens): it can keep the
-            # idle threads busy while a warm re-measurement runs.
-            map_waits = bool(state.listeners)
+            map_waits = bool(state.listeners)  # a map's plan listens
         previous = state.decision
-        if (
-            state.warm_checked
-            and previous is not None
-            and previous.backend == "process"
-            and (decision.backend == "process" or not overturns_processes(features, previous.features))
-        ):
-            # A warm reading, noisy beside starting interpreters, confirms
-            # the first decision (as it was sized) or clearly overturns it;
+        if state.warm_checked and previous is not None and previous.backend == "process":
+            # A warm reading, noisy beside starting interpreters, clearly
+            # overturns the first decision or confirms it as it was sized;
             # what the calls cost is the least of the two readings (first
             # calls carry one-time costs), for judging whether the rest of
             # the map still pays for starting processes.
-            cost = {
-                name: min(previous.features.get(name, value), value)
-                for name, value in features.items()
-                if name in ("wall_s", "cpu_s")
-            }
-            decision = previous._replace(features={**previous.features, **cost})
+            if overturns_processes(features, previous.features):
+                if decision.backend == "process":
+                    decision = self._on_threads(decision, "warm calls compute much less than the first")
+            else:
+                cost = {
+                    name: min(previous.features.get(name, value), value)
+                    for name, value in features.items()
+                    if name in ("wall_s", "cpu_s")
+                }
+                decision = previous._replace(features={**previous.features, **cost})
         PROFILES.put(state.key, dict(decision.features) or features)
+        # Only for maps (submitted calls go where the decision says, as they
+        # come), and for calls short enough that one-time costs weigh.
+        warm_check = (
+            decision.backend == "process"
+            and map_waits
+            and not state.warm_checked
+            and decision.features.get("wall_s", 0.0) < _WARM_CHECK_MAX_S
+        )
+        self._settle_decision(state, decision, provisional=False, remeasure=warm_check)
+        if warm_check:
+            # Warm probes that take long (or wait for calls still held)
+            # must not hold the map: past this, the first decision stands.
+            delay = max(self._probe_deadline, 4 * decision.features.get("wall_s", 0.0))
+            control = self._control()
+            if control is not None:
+                control.call_later(delay, _weak_method(self._warm_check_overdue), state, decision)
+
+    def _warm_check_overdue(self, state: _FunctionState, decision: Decision) -> None:
+        """The warm probes are late: the first decision stands; held maps go on."""
+        with self._lock:
+            if not state.reprobe or state.decision is not decision:
+                return
         self._settle_decision(state, decision, provisional=False)
-        if decision.backend == "process" and map_waits:
-            self._check_when_warm(state, decision)
 
     def _start_sprint(self, state: _FunctionState) -> bool:
         """Run a waiting map's tiny calls inline at once, deciding later.
@@ -708,7 +728,7 @@ class AutoExecutor(Executor):
                 return
             state.sprint = None
             state.fn = fn
-        self._end_sprint(state, per_call)
+        self._on_control(self._end_sprint, state, per_call)  # not on the worker
 
     def _end_sprint(self, state: _FunctionState, per_call: Mapping[str, float]) -> None:
         """The sprint used its budget: the policy decides the remaining calls."""
@@ -727,24 +747,6 @@ class AutoExecutor(Executor):
         decision = self._decide(features)
         PROFILES.put(state.key, dict(decision.features) or features)
         self._settle_decision(state, decision, provisional=False)
-
-    def _check_when_warm(self, state: _FunctionState, decision: Decision) -> None:
-        """Measure the next calls again before trusting a first "process".
-
-        Probes are a function's first calls: imports, connections and cold
-        caches make them look dearer and more GIL-bound than the calls to
-        come (a numpy call's first use imports numpy.random holding the GIL).
-        While the worker processes start, a map's next calls run on threads
-        anyway; two of them are probes, and their measurements decide.  (Only
-        for maps: submitted calls go where the decision says, as they come.)
-        """
-        with self._lock:
-            if state.warm_checked or state.decision is not decision or state.reprobe:
-                return
-            state.warm_checked = True
-            state.reprobe = True
-            state.probes_started = state.probes_done = 0
-            state.samples = []
 
     def _probe_deadline_hit(self, state: _FunctionState, early: bool = True) -> None:
         """Judge probes that are still running.
@@ -772,19 +774,23 @@ class AutoExecutor(Executor):
             if waiting_calls and features["wait_ratio"] > 0.9 and features["gil_measured"]:
                 self._settle_decision(state, self._decide(features), provisional=True)
                 return
-            if self._looks_like_processes(features):
+            if self._looks_like_processes(features, state):
                 self._prestart_processes()
             self._arm_deadline(state, max(0.0, self._probe_deadline - _EARLY_LOOK_S), early=False)
             return
         self._settle_decision(state, self._decide(features), provisional=True)
 
-    def _looks_like_processes(self, features: Mapping[str, float]) -> bool:
+    def _looks_like_processes(self, features: Mapping[str, float], state: _FunctionState) -> bool:
         """Probes that compute holding the GIL, whose work may go to processes.
 
         Judged on the GIL's share of their CPU time: two probes of a
         pure-Python function take turns, each holding the GIL about half of
         its wall time, while its share of their CPU time stays near one.
+        Not when the waiting maps' calls are too few to pay for starting
+        processes: on a small machine, interpreters started for nothing
+        take the cores from the calls (file I/O ran 1.5x slower).
         """
+        calls = state.map_calls
         return (
             self._allow_process
             and self._process_executor is None
@@ -792,6 +798,7 @@ class AutoExecutor(Executor):
             and gil_cpu_share(features) > 0.7
             and process_blockers(features) is None
             and process_futile(features) is None
+            and (calls is None or process_pays_off(features, calls, self._cores, pool_running=False))
         )
 
     def _prestart_processes(self) -> None:
@@ -885,7 +892,14 @@ class AutoExecutor(Executor):
                     self._policy = load_policy(self._model)
         return self._policy
 
-    def _settle_decision(self, state: _FunctionState, decision: Decision, *, provisional: bool) -> None:
+    def _settle_decision(
+        self, state: _FunctionState, decision: Decision, *, provisional: bool, remeasure: bool = False
+    ) -> None:
+        """Put ``decision`` in force and let waiting calls and maps go.
+
+        ``remeasure``: a first decision for processes, to be checked on the
+        next two calls (see below) before a map's calls go anywhere.
+        """
         with self._lock:
             previous = state.decision
             if previous is not None and not (state.provisional or state.reprobe):
@@ -893,6 +907,18 @@ class AutoExecutor(Executor):
             state.decision = decision
             state.provisional = provisional
             state.reprobe = False
+            if remeasure:
+                # Probes are a function's first calls: imports, connections
+                # and cold caches make them look dearer and more GIL-bound
+                # than the calls to come (a numpy call's first use imports
+                # numpy.random holding the GIL; file I/O faults its first
+                # buffers in).  A map's next two calls are probes again,
+                # alone: its other calls wait for their verdict (_for_batch),
+                # as beside them the probes would measure their siblings' hold
+                # on the GIL.  Worker processes keep starting meanwhile.
+                state.warm_checked = True
+                state.reprobe = True
+                state.probes_started = state.probes_done = 0
             if state.timer is not None:
                 state.timer.cancel()
             if not provisional:
@@ -1159,9 +1185,15 @@ class AutoExecutor(Executor):
             return state.decision, max(0, wanted)
 
     def _when_decided(
-        self, fn: Callable[..., Any], listener: Callable[[Decision | BaseException | None], None]
+        self,
+        fn: Callable[..., Any],
+        listener: Callable[[Decision | BaseException | None], None],
+        calls: int | None = None,
     ) -> bool:
-        """Call ``listener`` once ``fn`` is decided; False if it already is."""
+        """Call ``listener`` once ``fn`` is decided; False if it already is.
+
+        ``calls``: how many calls the listening map has left (None: unknown).
+        """
         if self._forced_decision(fn) is not None:
             return False
         state = self._state_for(fn)
@@ -1169,9 +1201,13 @@ class AutoExecutor(Executor):
             if state.decision is not None:
                 return False
             state.listeners.append(listener)
+            if calls is None or state.map_calls is None:
+                state.map_calls = None if calls is None else calls
+            else:
+                state.map_calls = max(state.map_calls, calls)
             return True
 
-    def _for_batch(self, fn: Callable[..., Any], decision: Decision, calls_left: int | None) -> Decision:
+    def _for_batch(self, fn: Callable[..., Any], decision: Decision, calls_left: int | None) -> Decision | None:
         """The decision for the next batch of a map with ``calls_left`` calls.
 
         A decision is per function; only a map knows how much work is left.
@@ -1187,20 +1223,19 @@ class AutoExecutor(Executor):
         ):
             return decision
         # Workers started early, while probes looked GIL-bound, are a head
-        # start, not a reason: until one is ready its start-up counts in
-        # full (first calls often look dearer than the rest, too; crediting
-        # the part already behind sent a file I/O map to processes, 2.4x
-        # slower).  Once ready, starting is paid for.
-        started = self._routes.get("process")
-        running = self._process_executor is not None or (started is not None and started.ready())
+        # start, not a reason: their start-up counts in full until calls
+        # go there.  First calls often look dearer and more GIL-bound than
+        # the rest (imports, page faults): counting prestarted workers as
+        # paid for sent a file I/O map to processes, 1.4-2.4x slower.
+        running = self._process_executor is not None
         if not process_pays_off(decision.features, calls_left, decision.workers, pool_running=running):
             return self._on_threads(decision, "too little work left to start processes")
+        if self._measuring_again(fn):
+            return None  # hold the batch: the warm re-measurement decides (see _settle_decision)
         route = self._route("process")
-        if not route.ready() and not self._measuring_again(fn):
+        if not route.ready():
             # Threads sit idle while worker processes start (tens of ms, an
-            # interpreter each): let them take the next batches meanwhile
-            # (unless probes run: beside the function's other calls they
-            # would measure the contention, not the function).
+            # interpreter each): let them take the next batches meanwhile.
             route.ensure_workers(decision.workers)
             route.prestart(decision.workers)
             return self._on_threads(decision, "on threads while worker processes start")
@@ -1208,6 +1243,18 @@ class AutoExecutor(Executor):
         # the start-up again, so their tails go there too.
         self._process_used = True
         return decision
+
+    def _when_remeasured(
+        self, fn: Callable[..., Any], listener: Callable[[Decision | BaseException | None], None]
+    ) -> bool:
+        """Call ``listener`` once ``fn``'s re-measurement is judged; False if
+        it is not being measured again."""
+        state = self._states.get(function_key(fn))
+        with self._lock:
+            if state is None or not state.reprobe:
+                return False
+            state.listeners.append(listener)
+            return True
 
     def _measuring_again(self, fn: Callable[..., Any]) -> bool:
         state = self._states.get(function_key(fn))
@@ -1289,6 +1336,11 @@ _EXECUTOR_SERIALS = itertools.count()
 
 #: Static effects of a function whose byte code was not read.
 _UNREAD_EFFECTS = StaticEffects(may_return_value=None, writes_shared_state=False)
+
+#: A first decision for processes is checked on warm calls only for calls
+#: shorter than this: one-time costs (imports, page faults) weigh little in
+#: longer ones, and holding a map for a warm call would cost a whole call.
+_WARM_CHECK_MAX_S = 0.05
 
 #: How long decision_for() waits for finished probes to be judged.
 _JUDGING_WAIT_S = 1.0

@@ -172,7 +172,7 @@ class MapPlan:
         self._publish([_Single(future) for future in futures])
         # Listen before the probes start: whoever decides must know that a
         # map waits (tiny probes may be over before _route_calls returns).
-        listening = wait and executor._when_decided(self._fn, self._decided)
+        listening = wait and executor._when_decided(self._fn, self._decided, self._left)
         executor._route_calls(self._fn, calls, futures)
         if wait and not listening:
             self._resume()  # decided meanwhile
@@ -192,7 +192,17 @@ class MapPlan:
         self.pump()
 
     def _dispatch_chunk(self, executor: AutoExecutor, decision: Decision) -> bool:
-        decision = executor._for_batch(self._fn, decision, self._left)
+        batch_decision = executor._for_batch(self._fn, decision, self._left)
+        if batch_decision is None:
+            # Held while the function is measured again: go on once judged.
+            with self._cond:
+                self._awaiting_decision = True
+            if executor._when_remeasured(self._fn, self._decided):
+                return False
+            with self._cond:
+                self._awaiting_decision = False
+            return True  # judged meanwhile: look again
+        decision = batch_decision
         route = executor._route(decision.backend)  # raises once the executor is closed
         size = executor._batch_size(decision, self._left or decision.chunksize, self._chunksize)
         calls = self._take(size)
