@@ -600,10 +600,10 @@ class AutoExecutor(Executor):
                 self._judged.notify_all()
 
     def _judge_probe(self, state: _FunctionState, sample: CallSample | None) -> None:
-        if sample is None or (sample.wall_s >= TINY_CALL_S and sample.cpu_s > 0.5 * sample.wall_s):
-            # Learnt while the other probes still run, for calls that
-            # compute (processes may be on offer); waiting or tiny calls may
-            # never need the facts (see _features, _start_sprint).
+        if sample is None or (sample.wall_s >= TINY_CALL_S and self._facts_may_matter(sample)):
+            # Learnt while the other probes still run, for calls that may
+            # go to processes; tiny calls, and calls for which processes
+            # are futile, may never need the facts (see _features, _start_sprint).
             self._learn_facts(state)
         with self._lock:
             state.probes_done += 1
@@ -680,6 +680,13 @@ class AutoExecutor(Executor):
             if not state.reprobe or state.decision is not decision:
                 return
         self._settle_decision(state, decision, provisional=False)
+
+    def _facts_may_matter(self, sample: CallSample) -> bool:
+        """Whether one probe leaves processes on offer (before the facts)."""
+        if not self._allow_process:
+            return False
+        presumed = summarize([sample], fn_picklable=True, effects=_UNREAD_EFFECTS)
+        return process_futile(presumed) is None
 
     def _start_sprint(self, state: _FunctionState) -> bool:
         """Run a waiting map's tiny calls inline at once, deciding later.
