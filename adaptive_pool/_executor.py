@@ -454,7 +454,7 @@ class AutoExecutor(Executor):
                     self._judged.wait_for(lambda: state.decision is not None or not state.judging, _JUDGING_WAIT_S)
                 if state.decision is not None:
                     return state.decision
-        features = PROFILES.get(key)
+        features = self._stored_profile(key)
         if features is None:
             return None
         return self._decide(features)
@@ -519,6 +519,8 @@ class AutoExecutor(Executor):
         if direct:
             assert decision is not None
             self._dispatch(decision, fn, [c for c, _ in direct], [f for _, f in direct])
+        if probes:
+            self._route("thread").prestart(len(probes))
         for call, future in probes:
             self._start_probe(state, fn, call, future)
         if arm:
@@ -547,13 +549,31 @@ class AutoExecutor(Executor):
             state = _FunctionState(key, describe(fn), self._monitor)
             self._states[key] = state
             self._evict_states()
-        features = PROFILES.get(key)
+        features = self._stored_profile(key)
         if features is not None:
             decision = self._decide(features)
             with self._lock:
                 if state.decision is None:
                     state.decision = decision
         return state
+
+    def _stored_profile(self, key: Hashable) -> Mapping[str, float] | None:
+        """Features another executor stored for this function, if they do.
+
+        Features whose facts went unread (processes were futile, or not
+        allowed, there) do not do for an executor to which processes may
+        matter: it probes afresh (a ``require="sharedmem"`` run must not
+        keep a function off processes later).
+        """
+        features = PROFILES.get(key)
+        if (
+            features is not None
+            and features.get("facts_known", 1.0) < 0.5
+            and self._allow_process
+            and process_futile(features) is None
+        ):
+            return None
+        return features
 
     def _evict_states(self) -> None:
         # Keep undecided states (they hold pending work); drop the oldest others.

@@ -342,24 +342,25 @@ class GilMonitor:
         samples = self._samples
         runqueue = _RunqueueClock()
         queued0 = runqueue.seconds()
-        start = clock()
+        start = self._asleep_since = clock()
         started.set()
         try:
             while True:
                 with self._lock:
                     if self._users <= 0:
                         self._thread = None
+                        self._asleep_since = None
                         return
-                # Spans follow each other without gaps: every wait for the
-                # GIL (after the sleep, and after reading the run queue,
-                # which releases it too) falls inside one.  A wait between
-                # spans went unseen: a sampler starved by two pure-Python
-                # probes recorded one span in 20 ms.
-                self._asleep_since = start
+                # Spans follow each other without gaps, and the open one is
+                # always visible (_asleep_since): every wait for the GIL
+                # (after the sleep, after reading the run queue, which
+                # releases it too, or between two statements here) falls
+                # inside one.  Waits between spans went unseen: a sampler
+                # starved by two pure-Python probes recorded one span in
+                # 20 ms, and read "no contention".
                 sleep(self._SLEEP_S)
                 queued = runqueue.seconds()
-                end = clock()
-                self._asleep_since = None
+                end = self._asleep_since = clock()
                 # Time spent runnable but without a core (all cores busy with
                 # GIL-free work) is the scheduler's doing, not the GIL's.
                 samples.append((start, end - (queued - queued0)))

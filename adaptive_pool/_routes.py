@@ -132,14 +132,29 @@ class ThreadRoute(Route):
             pass
         with self._lock:
             if len(self._threads) < self._max_threads and not self._shutdown:
-                thread = threading.Thread(
-                    target=_thread_main,
-                    args=(weakref.ref(self), self._queue),
-                    name=f"{self._prefix}_{next(self._numbering)}",
-                    daemon=True,
-                )
-                self._threads.append(thread)
-                thread.start()
+                self._start_thread(idle_at_start=False)
+
+    def prestart(self, count: int) -> None:
+        """Have ``count`` threads (within the limit), the new ones idle.
+
+        Probes are submitted to threads started beforehand: a probe that
+        computes in Python holds the GIL, and a thread started after it
+        needs the GIL to come up (a switch interval, 5 ms, per step), so
+        the second probe began late and the two read as half in parallel.
+        """
+        with self._lock:
+            while len(self._threads) < min(count, self._max_threads) and not self._shutdown:
+                self._start_thread(idle_at_start=True)
+
+    def _start_thread(self, *, idle_at_start: bool) -> None:
+        thread = threading.Thread(
+            target=_thread_main,
+            args=(weakref.ref(self), self._queue, idle_at_start),
+            name=f"{self._prefix}_{next(self._numbering)}",
+            daemon=True,
+        )
+        self._threads.append(thread)
+        thread.start()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the threads after the queue drains (or is cancelled)."""
@@ -185,12 +200,16 @@ class ThreadRoute(Route):
                 batch.settle(outcome)
 
 
-def _thread_main(route_ref: weakref.ref[ThreadRoute], work: queue.SimpleQueue[Batch | None]) -> None:
+def _thread_main(
+    route_ref: weakref.ref[ThreadRoute], work: queue.SimpleQueue[Batch | None], idle_at_start: bool = False
+) -> None:
     route = route_ref()
     if route is None or not route._initialize():
         return
     idle = route._idle
     del route  # hold the route weakly while idle, so a dropped executor can go
+    if idle_at_start:  # started ahead of work (prestart), not for a batch
+        idle.put(None)
     while True:
         batch = work.get()
         if batch is None:
