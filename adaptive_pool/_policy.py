@@ -64,8 +64,10 @@ TINY_CALL_S = 100e-6
 TRANSFER_BYTES_PER_S = 400e6
 #: Starting worker processes (an interpreter each, in parallel, beside the
 #: work already running) and the first import of the user's module in them:
-#: 50-100 ms on a 2-core machine, counting the cores the start-up takes.
-PROCESS_START_S = 0.1
+#: two workers answer their first call 45-70 ms after being asked on a
+#: 2-core machine (they skip ``site`` and load this package lazily),
+#: counting the cores the start-up takes from the work.
+PROCESS_START_S = 0.07
 #: Processes must promise more than this speed-up over threads on a call's
 #: computing, or no policy may pick them.  Kept low: the GIL sampler reads
 #: pure Python as low as 0.5-0.7 of its CPU time beside busy worker
