@@ -136,3 +136,18 @@ def test_bench_command_writes_json_of_the_expected_shape(tmp_path: Path, capsys:
 def test_unknown_names_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["bench", "--only", "nope", "--no-extras"]) == 2
     assert "unknown workload" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_demo_reports_the_decision_behind_every_map() -> None:
+    # The decision shown is the one of the executor that ran the map: a map
+    # of tiny calls over before any decision shows its inline sprint.
+    result = subprocess.run(
+        [sys.executable, "-m", "adaptive_pool", "demo", "--scale", "0.1"],
+        capture_output=True, text=True, timeout=110,
+    )
+    why = result.stdout.split("Why:")[1]
+    lines = [line for line in why.splitlines() if line.startswith("  ")]
+    assert len(lines) == 4, result.stdout
+    assert not [line for line in lines if line.endswith(": None")], result.stdout
+    assert "tiny tasks: inline" in why
