@@ -91,7 +91,9 @@ def test_pure_python_loop_goes_to_processes() -> None:
         decision = decided(ex, python_loop, [LOOP] * 6)
     assert decision.backend == "process", str(decision)
     assert decision.source == "heuristic"
-    assert decision.features["gil_hold"] > 0.5
+    # Two pure-Python probes take turns on the GIL: each holds it about half
+    # of its wall time (gil_hold near 0.5), and nearly all of its CPU time.
+    assert decision.features["gil_cpu_share"] > 0.7, str(decision)
     assert decision.workers >= 2
 
 
