@@ -16,7 +16,7 @@ from itertools import starmap
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-__all__ = ["CANCELLED", "NO_KWARGS", "Batch", "Call", "Outcomes", "Raised"]
+__all__ = ["CANCELLED", "NO_KWARGS", "Batch", "Call", "Outcomes", "Raised", "as_calls"]
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
 
@@ -242,11 +242,7 @@ class Batch:
 
     def call_pairs(self) -> list[Call]:
         """The calls as ``(args, kwargs)`` pairs (for routes that send them)."""
-        if self.spread is None:
-            return self.calls
-        if self.spread:
-            return [(args, NO_KWARGS) for args in self.calls]
-        return [((arg,), NO_KWARGS) for arg in self.calls]
+        return self.calls if self.spread is None else as_calls(self.calls, self.spread)
 
     def run_here(self) -> None:
         """Run every call in the current thread (thread and inline routes).
@@ -334,6 +330,13 @@ class Batch:
         self.futures = []
         if on_done is not None:
             on_done(self)
+
+
+def as_calls(arguments: list[Any], spread: bool) -> list[Call]:
+    """``map``'s arguments (tuples to spread, or single values) as calls."""
+    if spread:
+        return [(args, NO_KWARGS) for args in arguments]
+    return [((arg,), NO_KWARGS) for arg in arguments]
 
 
 def _fail(future: Future[Any], exc: BaseException) -> None:

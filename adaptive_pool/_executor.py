@@ -633,16 +633,20 @@ class AutoExecutor(Executor):
                 return
             if state.decision is not None and not (state.provisional or state.reprobe):
                 return
-            if state.samples and state.probes_started < self._probes and not (state.pending or state.listeners):
-                # Nothing waits, and the next call will be measured too: a
-                # decision needs all ``probes`` samples, however the calls
-                # were spread in time.
-                return
+            idle = bool(state.samples) and state.probes_started < self._probes
+            idle = idle and not (state.pending or state.listeners)
             retry = not state.samples
             if retry:
                 # Every probe was cancelled before it ran: the next calls probe.
                 state.probes_started = state.probes_done = 0
                 pending, state.pending = state.pending, []
+        if idle:
+            # Nothing waits, and the next call will be measured too: a
+            # decision needs all ``probes`` samples, however the calls were
+            # spread in time.  Meanwhile the function must not be held (a
+            # bound method holds its object): its facts are read now.
+            self._learn_facts(state)
+            return
         if retry:
             for fn, call, future in pending:  # already counted as outstanding
                 self._route_calls(fn, [call], [future])

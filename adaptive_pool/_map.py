@@ -21,7 +21,7 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import TYPE_CHECKING, Any
 
-from ._batch import NO_KWARGS, Batch, Call, Outcomes
+from ._batch import Batch, Outcomes, as_calls
 from ._policy import Decision
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ class MapPlan:
         taken = self._take(count)
         if not taken:
             return
-        calls: list[Call] = [(args if self._spread else (args,), NO_KWARGS) for args in taken]
+        calls = as_calls(taken, self._spread)
         futures: list[Future[Any]] = [Future() for _ in calls]
         if wait:
             with self._cond:

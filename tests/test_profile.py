@@ -275,6 +275,11 @@ def test_warm_calls_overturn_processes_only_on_clear_evidence() -> None:
     assert overturns_processes(features(wall_s=0.006, cpu_s=0.0025, wait_ratio=0.58), cold)
     # Mostly waiting: processes are futile whatever the first calls did.
     assert overturns_processes(features(wall_s=0.01, cpu_s=0.001, wait_ratio=0.9), cold)
+    # Computing without the GIL where the first calls held it (an import on
+    # the first call): overturned; a middling warm reading is not enough.
+    gil_bound = features(wall_s=0.008, cpu_s=0.008, gil_cpu_share=0.95, usable_cores=2.0)
+    assert overturns_processes(features(wall_s=0.006, cpu_s=0.006, gil_cpu_share=0.2, usable_cores=2.0), gil_bound)
+    assert not overturns_processes(features(wall_s=0.008, cpu_s=0.008, gil_cpu_share=0.5, usable_cores=2.0), gil_bound)
 
 
 def test_sizing_rules() -> None:
