@@ -566,14 +566,14 @@ class AutoExecutor(Executor):
         keep a function off processes later).
         """
         features = PROFILES.get(key)
-        if (
-            features is not None
-            and features.get("facts_known", 1.0) < 0.5
-            and self._allow_process
-            and process_futile(features) is None
-        ):
+        if features is not None and features.get("facts_known", 1.0) < 0.5 and self._processes_possible(features):
             return None
         return features
+
+    def _processes_possible(self, features: Mapping[str, float]) -> bool:
+        """Whether this executor may use processes and they could pay off
+        for work with these features, whatever the function's facts."""
+        return self._allow_process and process_futile(features) is None
 
     def _evict_states(self) -> None:
         # Keep undecided states (they hold pending work); drop the oldest others.
@@ -707,10 +707,7 @@ class AutoExecutor(Executor):
 
     def _facts_may_matter(self, sample: CallSample) -> bool:
         """Whether one probe leaves processes on offer (before the facts)."""
-        if not self._allow_process:
-            return False
-        presumed = summarize([sample], fn_picklable=True, effects=_UNREAD_EFFECTS)
-        return process_futile(presumed) is None
+        return self._processes_possible(summarize([sample], fn_picklable=True, effects=_UNREAD_EFFECTS))
 
     def _start_sprint(self, state: _FunctionState) -> bool:
         """Run a waiting map's tiny calls inline at once, deciding later.
@@ -823,12 +820,11 @@ class AutoExecutor(Executor):
         """
         calls = state.map_calls
         return (
-            self._allow_process
-            and self._process_executor is None
+            self._process_executor is None
             and features["cpu_ratio"] > 0.6
             and gil_cpu_share(features) > 0.7
             and process_blockers(features) is None
-            and process_futile(features) is None
+            and self._processes_possible(features)
             and (calls is None or process_pays_off(features, calls, self._cores, pool_running=False))
         )
 
@@ -880,7 +876,7 @@ class AutoExecutor(Executor):
             hint = pickled_size((sample_args[0], sample_args[1])) if sample_args else 32
         if facts is None:
             presumed = summarize(samples, fn_picklable=True, effects=_UNREAD_EFFECTS, arg_bytes_hint=hint)
-            if not self._allow_process or process_futile(presumed) is not None:
+            if not self._processes_possible(presumed):
                 presumed["facts_known"] = 0.0  # see process_blockers
                 return presumed
             self._learn_facts(state)

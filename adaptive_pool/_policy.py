@@ -248,17 +248,24 @@ def process_futile(features: Mapping[str, float]) -> str | None:
     cost more to move than the call itself, and computing that threads
     already spread over every core because it mostly runs without the GIL.
     """
+    futile = _futile_whatever_the_gil(features)
+    if futile is None and _threads_spread(features):
+        return "threads already compute on every core (the GIL is mostly released)"
+    return futile
+
+
+def _futile_whatever_the_gil(features: Mapping[str, float]) -> str | None:
     if features.get("wait_ratio", 0.0) > 0.8:
         return "mostly waits"
     if transfer_seconds(features) > features.get("wall_s", 0.0):
         return "moving its data costs more than the call"
-    # An unmeasured GIL (a call too short for the sampler) proves nothing.
-    if features.get("gil_measured", 1.0) >= 0.5 and process_gain(features) < PROCESS_MIN_GAIN:
-        return _THREADS_SPREAD
     return None
 
 
-_THREADS_SPREAD = "threads already compute on every core (the GIL is mostly released)"
+def _threads_spread(features: Mapping[str, float]) -> bool:
+    """Whether threads already spread the computing over every core."""
+    # An unmeasured GIL (a call too short for the sampler) proves nothing.
+    return features.get("gil_measured", 1.0) >= 0.5 and process_gain(features) < PROCESS_MIN_GAIN
 
 
 def overturns_processes(features: Mapping[str, float], cold: Mapping[str, float]) -> bool:
@@ -272,15 +279,14 @@ def overturns_processes(features: Mapping[str, float], cold: Mapping[str, float]
     pure-Python calls taking turns on the GIL beside starting interpreters
     read as half waiting, for the same CPU time as their first calls).
     """
-    if process_blockers(features) is not None:
+    if process_blockers(features) is not None or _futile_whatever_the_gil(features) is not None:
         return True
-    futile = process_futile(features)
-    if futile == _THREADS_SPREAD:
+    if _threads_spread(features):
         # The GIL reading of two warm calls alone is a noisy one: it counts
         # only where the first calls held the GIL clearly more (numpy's first
         # call imports numpy.random holding it; later calls release it).
         return gil_cpu_share(features) < 0.5 * gil_cpu_share(cold)
-    if futile is not None or features.get("wall_s", 0.0) < TINY_CALL_S:
+    if features.get("wall_s", 0.0) < TINY_CALL_S:
         return True
     computes_less = features.get("cpu_s", 0.0) < 0.6 * cold.get("cpu_s", 0.0)
     return features.get("wait_ratio", 0.0) > 0.5 and computes_less
@@ -413,7 +419,7 @@ def rule_decision(
     """
     if allowed_routes(features, allow_process=allow_process) != ["thread"]:
         return None
-    why = process_futile(features) or process_blockers(features) if allow_process else "require='sharedmem'"
+    why = (process_futile(features) or process_blockers(features)) if allow_process else "require='sharedmem'"
     return Decision(
         backend="thread",
         workers=size_workers("thread", features, max_workers),

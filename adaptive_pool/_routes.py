@@ -139,8 +139,9 @@ class ThreadRoute(Route):
 
         Probes are submitted to threads started beforehand: a probe that
         computes in Python holds the GIL, and a thread started after it
-        needs the GIL to come up (a switch interval, 5 ms, per step), so
-        the second probe began late and the two read as half in parallel.
+        needs the GIL for each step of its start (a switch interval, 5 ms,
+        each), so the second probe began late.  A waiting thread still
+        needs one hand-over of the GIL to pick its probe up.
         """
         with self._lock:
             while len(self._threads) < min(count, self._max_threads) and not self._shutdown:
