@@ -147,7 +147,8 @@ class _FunctionState:
         self.pending: list[tuple[Callable[..., Any], Call, Future[Any]]] = []
         # Called with the decision, None if cancelled, or the error if broken.
         self.listeners: list[Callable[[Decision | BaseException | None], None]] = []
-        # Calls the listening maps have left (None: unknown, or none listens).
+        # Calls the listening maps have left (None: unknown); set by the first
+        # listener of each decision (listeners go when it is taken).
         self.map_calls: int | None = None
         # The probe deadline, once armed (see _arm_deadline).
         self.timer: Scheduled | None = None
@@ -1227,11 +1228,13 @@ class AutoExecutor(Executor):
         with self._lock:
             if state.decision is not None:
                 return False
-            state.listeners.append(listener)
-            if calls is None or state.map_calls is None:
-                state.map_calls = None if calls is None else calls
+            if not state.listeners:
+                state.map_calls = calls  # the first map to wait sets it
+            elif calls is None or state.map_calls is None:
+                state.map_calls = None  # an unknown count stays unknown
             else:
                 state.map_calls = max(state.map_calls, calls)
+            state.listeners.append(listener)
             return True
 
     def _for_batch(self, fn: Callable[..., Any], decision: Decision, calls_left: int | None) -> Decision | None:
