@@ -452,7 +452,12 @@ class AutoExecutor(Executor):
             if state is not None:
                 controls = self._controls
                 if not (controls and threading.current_thread() in controls[0].threads()):
-                    self._judged.wait_for(lambda: state.decision is not None or not state.judging, _JUDGING_WAIT_S)
+                    # A provisional decision (taken from running probes) is
+                    # not the one the finished probes' judging will give.
+                    self._judged.wait_for(
+                        lambda: not state.judging or (state.decision is not None and not state.provisional),
+                        _JUDGING_WAIT_S,
+                    )
                 if state.decision is not None:
                     return state.decision
         features = self._stored_profile(key)

@@ -456,3 +456,16 @@ def test_warm_probes_that_wait_for_later_calls_do_not_hold_the_map(tmp_path: Any
     if policy.picked[:1] != ["process"]:
         # A loaded machine misread the first probes; that is not this test's subject.
         pytest.skip(f"the first probes were not judged GIL-bound: {policy.picked}")
+
+
+def test_decision_for_reads_the_judgment_of_probes_whose_results_are_out() -> None:
+    # Calls wait behind a long probe, so a provisional decision is taken
+    # from it while it runs; once its result is out, decision_for gives the
+    # decision of its finished measurement, not the provisional one.
+    reset_profiles()
+    with AutoExecutor(policy=RecordingPolicy("thread"), probes=1, probe_deadline=0.01) as ex:
+        first, waiting = ex.submit(nap, 0.1), ex.submit(nap, 0.001)
+        assert first.result(timeout=30) == 0.1
+        decision = ex.decision_for(nap)
+        assert waiting.result(timeout=30) == 0.001
+    assert decision is not None and decision.features["complete"] == 1.0, str(decision)
