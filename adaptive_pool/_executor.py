@@ -293,7 +293,6 @@ class AutoExecutor(Executor):
         self._monitor = GilMonitor()
         self._cores = usable_cores()
         self._serial = next(_EXECUTOR_SERIALS)
-        self._thread_numbers = itertools.count()
         self._plans: weakref.WeakSet[MapPlan] = weakref.WeakSet()
         # The control thread (see _on_control), once needed (a list, so that
         # the finalizer below sees it once it exists).
@@ -993,6 +992,8 @@ class AutoExecutor(Executor):
         route = self._routes.get(backend)  # routes are never replaced
         if route is not None:
             return route
+        if backend == "inline":
+            self._route("thread")  # the inline lane runs on its threads
         with self._lock:
             route = self._routes.get(backend)
             if route is not None:
@@ -1007,19 +1008,19 @@ class AutoExecutor(Executor):
         # Routes must not keep the executor alive: a dropped executor is
         # finalized (and its workers stopped) as soon as the user lets go.
         on_broken = _weak_method(self._break)
-        if backend in ("thread", "inline"):
+        if backend == "inline":
+            threads = self._routes["thread"]
+            assert isinstance(threads, ThreadRoute)
+            return InlineRoute(threads)
+        if backend == "thread":
             # With a user's prefix every worker thread is "<prefix>_<n>", as in
-            # the standard library (n shared by both routes).
-            prefix = self._thread_name_prefix or f"AutoExecutor-{self._serial}-{backend}"
-            threads = 1 if backend == "inline" else self._max_workers or min(32, self._cores + 4)
-            route_type = InlineRoute if backend == "inline" else ThreadRoute
-            return route_type(
-                threads,
+            # the standard library.
+            return ThreadRoute(
+                self._max_workers or min(32, self._cores + 4),
                 initializer=self._initializer,
                 initargs=self._initargs,
-                thread_name_prefix=prefix,
+                thread_name_prefix=self._thread_name_prefix or f"AutoExecutor-{self._serial}-thread",
                 on_broken=on_broken,
-                numbering=self._thread_numbers,
             )
         if self._process_executor is not None:
             return ForeignProcessRoute(self._process_executor, owned=False)

@@ -9,13 +9,14 @@ of its workers, and reports a failing initializer through ``on_broken``.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import queue
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
@@ -80,18 +81,15 @@ class ThreadRoute(Route):
         initargs: tuple[Any, ...] = (),
         thread_name_prefix: str = "",
         on_broken: BrokenHandler | None = None,
-        numbering: Iterator[int] | None = None,
     ) -> None:
         self._max_threads = max(1, max_threads)
         self._initializer = initializer
         self._initargs = initargs
         self._prefix = thread_name_prefix or f"AutoExecutor-{self.name}"
-        # Threads are named ``<prefix>_<n>`` as in the standard library; the
-        # executor shares one numbering between its routes, so that with a
-        # user's prefix every worker thread has a distinct name.
-        self._numbering = numbering if numbering is not None else itertools.count()
+        # Threads are named ``<prefix>_<n>``, as in the standard library.
+        self._numbering = itertools.count()
         self._on_broken = on_broken
-        self._queue: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Batch | _Lane | None] = queue.SimpleQueue()
         # One token per idle worker thread (a C-level queue: much cheaper
         # per submit than threading.Semaphore, which is written in Python).
         self._idle: queue.SimpleQueue[None] = queue.SimpleQueue()
@@ -120,18 +118,21 @@ class ThreadRoute(Route):
 
     def submit(self, batch: Batch) -> None:
         """Queue ``batch``; start a thread if none is idle and the limit allows."""
+        self._queue_work(batch, beyond_limit=False)
+
+    def _queue_work(self, work: Batch | _Lane, *, beyond_limit: bool) -> None:
         if self._broken is not None:
             raise BrokenThreadPool(self._broken)
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        self._queue.put(batch)
+        self._queue.put(work)
         try:
             self._idle.get_nowait()  # an idle thread will take it
             return
         except queue.Empty:
             pass
         with self._lock:
-            if len(self._threads) < self._max_threads and not self._shutdown:
+            if (beyond_limit or len(self._threads) < self._max_threads) and not self._shutdown:
                 self._start_thread(idle_at_start=False)
 
     def prestart(self, count: int) -> None:
@@ -202,7 +203,7 @@ class ThreadRoute(Route):
 
 
 def _thread_main(
-    route_ref: weakref.ref[ThreadRoute], work: queue.SimpleQueue[Batch | None], idle_at_start: bool = False
+    route_ref: weakref.ref[ThreadRoute], work: queue.SimpleQueue[Batch | _Lane | None], idle_at_start: bool = False
 ) -> None:
     route = route_ref()
     if route is None or not route._initialize():
@@ -227,21 +228,111 @@ def _thread_main(
         idle.put(None)
 
 
-class InlineRoute(ThreadRoute):
-    """One thread that runs calls back to back, in batches.
+class InlineRoute(Route):
+    """Calls run back to back, one batch after another, on one thread.
 
     For calls far too small for a pool, the cost is the hand-off, not the
-    work: here a single consumer drains many calls per wake-up and ``map``
-    sends whole chunks.  The caller's thread never runs user code, so
-    cancel, ``cancel_futures``, ``map(timeout=)`` and initializers behave as
-    on any pool.
+    work: here a single lane drains many calls per wake-up and ``map``
+    sends whole chunks.  The lane borrows a thread of the executor's thread
+    route while it has batches (the probes' threads are idle by then, and a
+    thread of its own took a fraction of a millisecond to start, longer
+    than a whole map of tiny calls may take); with none idle it starts one
+    beyond the thread limit, so that calls waiting in thread tasks never
+    wait for the lane (nested maps).  The caller's thread never runs user
+    code, so cancel, ``cancel_futures``, ``map(timeout=)`` and initializers
+    behave as on any pool.
     """
 
     name = "inline"
 
+    def __init__(self, threads: ThreadRoute) -> None:
+        self._threads = threads
+        self._lock = threading.Condition(threading.Lock())
+        self._backlog: collections.deque[Batch] = collections.deque()
+        self._lane_out = False  # a lane is queued or running on a thread
+        self._shutdown = False
+
+    def submit(self, batch: Batch) -> None:
+        """Queue ``batch`` behind the lane's others; send out a lane if none is."""
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._backlog.append(batch)
+            if self._lane_out:
+                return
+            self._lane_out = True
+        try:
+            self._threads._queue_work(_Lane(self), beyond_limit=True)
+        except BaseException as exc:
+            # The thread route is closed or broken: this batch fails with it
+            # (the caller settles it), and so do any queued behind it meanwhile.
+            with self._lock:
+                stranded = [queued for queued in self._backlog if queued is not batch]
+                self._backlog.clear()
+                self._lane_out = False
+                self._lock.notify_all()
+            for queued in stranded:
+                queued.settle(exc)
+            raise
+
     def ensure_workers(self, count: int) -> None:
-        """Always one thread: that is the point of this route."""
-        self._max_threads = 1
+        """Always one lane: that is the point of this route."""
+
+    def threads(self) -> list[threading.Thread]:
+        """None of its own: the lane runs on the thread route's threads."""
+        return []
+
+    def next_batch(self) -> Batch | None:
+        """The lane's next batch, or None (and the lane ends) when there is none."""
+        with self._lock:
+            if self._backlog:
+                return self._backlog.popleft()
+            self._lane_out = False
+            self._lock.notify_all()
+            return None
+
+    def settle_backlog(self, outcome: Any) -> None:
+        """Settle every queued batch with ``outcome`` (the lane will not run)."""
+        while True:
+            batch = self.next_batch()
+            if batch is None:
+                return
+            batch.settle(outcome)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Finish (or cancel) the backlog; with ``wait``, until the lane is in."""
+        with self._lock:
+            self._shutdown = True
+        if cancel_futures:
+            with self._lock:
+                backlog = list(self._backlog)
+                self._backlog.clear()
+            for batch in backlog:
+                batch.settle(CANCELLED)
+        if wait:
+            with self._lock:
+                self._lock.wait_for(lambda: not self._lane_out)
+
+
+class _Lane:
+    """What the thread route runs for the inline route: its batches, in order."""
+
+    __slots__ = ("_route",)
+
+    def __init__(self, route: InlineRoute) -> None:
+        self._route = route
+
+    def run_here(self) -> None:
+        route = self._route
+        while True:
+            batch = route.next_batch()
+            if batch is None:
+                return
+            batch.run_here()
+            del batch
+
+    def settle(self, outcome: Any) -> None:
+        self._route.settle_backlog(outcome)
 
 
 class ProcessRoute(Route):

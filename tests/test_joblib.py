@@ -97,11 +97,15 @@ def loop_half_ms(i: int) -> int:
 
 
 class InlinePolicy:
-    """Sends everything to the inline route."""
+    """Sends everything to the inline route; counts what it was asked."""
 
     source = "heuristic"
 
+    def __init__(self) -> None:
+        self.asked = 0
+
     def choose(self, features: Mapping[str, float], allowed: Sequence[str]) -> Choice:
+        self.asked += 1
         return Choice("inline", 1.0, "test policy")
 
 
@@ -277,9 +281,10 @@ def test_nested_parallel_inside_a_task() -> None:
 
 
 def test_executor_options_as_backend_parameters() -> None:
-    with parallel_config(backend="adaptive", policy=InlinePolicy()):
+    policy = InlinePolicy()
+    with parallel_config(backend="adaptive", policy=policy):
         names = Parallel(n_jobs=-1)(delayed(thread_name)(i) for i in range(40))
-    assert "inline" in names[-1]
+    assert policy.asked and all(name.startswith("AutoExecutor") for name in names)
     with pytest.raises(TypeError, match="unknown option"):
         with parallel_config(backend="adaptive", no_such_option=1):
             pass
