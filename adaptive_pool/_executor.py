@@ -44,6 +44,7 @@ from ._map import MapPlan, map_results
 from ._policy import (
     DRIFT_MIN_S,
     SPRINT_BUDGET_S,
+    SPRINT_CHUNK_S,
     TINY_CALL_S,
     Backend,
     Decision,
@@ -757,7 +758,7 @@ class AutoExecutor(Executor):
                 # Batches measure a tiny call better than a probe can (its
                 # clock readings cost more than the call): size the next
                 # batches by what the last ones took.
-                state.decision = decision._replace(chunksize=size_chunks("inline", per_call))
+                state.decision = decision._replace(chunksize=size_chunks("inline", per_call, SPRINT_CHUNK_S))
                 return
             state.sprint = None
             state.fn = fn

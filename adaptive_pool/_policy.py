@@ -328,11 +328,16 @@ def size_workers(backend: Backend, features: Mapping[str, float], max_workers: i
     return max(1, min(cap, int(math.ceil(workers))))
 
 
-def size_chunks(backend: Backend, features: Mapping[str, float]) -> int:
+def size_chunks(backend: Backend, features: Mapping[str, float], target_s: float | None = None) -> int:
     """Calls per chunk so that one chunk lasts about the target duration."""
-    wall = max(features.get("wall_s", 0.0), 1e-7)
-    target = PROCESS_CHUNK_S if backend == "process" else THREAD_CHUNK_S
-    return max(1, min(10_000, int(target / wall)))
+    wall = max(features.get("wall_s", 0.0), 1e-8)
+    if target_s is None:
+        target_s = PROCESS_CHUNK_S if backend == "process" else THREAD_CHUNK_S
+    # Chunks that cross to a process or wake a pool thread stay bounded;
+    # the inline lane's do not need to: its results reach the consumer
+    # stretch by stretch within a chunk, and each chunk costs a hand-off.
+    cap = 1_000_000 if backend == "inline" else 10_000
+    return max(1, min(cap, int(target_s / wall)))
 
 
 def process_pays_off(features: Mapping[str, float], calls: int, workers: int, pool_running: bool) -> bool:
@@ -465,6 +470,10 @@ def decide(
 #: be.  Like renting before buying, the sprint stops once it has cost what
 #: deciding does; the policy then decides from what the batches measured.
 SPRINT_BUDGET_S = 0.01
+#: Target duration of one sprint chunk: half the budget, so that a map of
+#: tiny calls goes in a few chunks (each costs a hand-off between threads,
+#: a sizeable part of such a map) and the budget is still checked twice.
+SPRINT_CHUNK_S = SPRINT_BUDGET_S / 2
 
 
 def sprint_decision(features: Mapping[str, float]) -> Decision | None:
@@ -475,7 +484,7 @@ def sprint_decision(features: Mapping[str, float]) -> Decision | None:
     return Decision(
         backend="inline",
         workers=1,
-        chunksize=size_chunks("inline", features),
+        chunksize=size_chunks("inline", features, SPRINT_CHUNK_S),
         features=dict(features),
         source="sprint",
         confidence=1.0,
