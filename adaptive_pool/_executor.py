@@ -288,6 +288,11 @@ class AutoExecutor(Executor):
         self._process_used = False
         self._gate = _Gate(max_workers) if max_workers is not None else None
         self._outstanding = 0
+        # Sizes of finished work not yet taken off _outstanding: a worker
+        # appends (atomic, no lock), readers of _outstanding take them off
+        # under the lock.  Workers taking the executor's lock for every
+        # finished call made submit() wait for it, a few us each.
+        self._finished: deque[int] = deque()
         self._shutdown = False
         self._routes_closed = False
         self._broken: str | None = None
@@ -319,6 +324,8 @@ class AutoExecutor(Executor):
         with self._lock:
             self._check_open()
             self._outstanding += 1
+            if self._finished:
+                self._take_finished()  # or the record of finished work grows
         if state is not None:
             decision = state.decision
             if decision is not None and not state.reprobe:
@@ -414,6 +421,7 @@ class AutoExecutor(Executor):
                 plan.fail(CancelledError())
         with self._lock:
             self._outstanding -= len(cancelled)
+            self._take_finished()
             if self._outstanding <= 0:
                 self._idle.notify_all()
         for _, batch in backlog:
@@ -423,12 +431,12 @@ class AutoExecutor(Executor):
                 route.shutdown(wait=False, cancel_futures=True)
         if wait:
             with self._lock:
-                while self._outstanding > 0:
+                while self._take_finished() > 0:
                     self._idle.wait()
             self._close_routes(wait=True)
         else:
             with self._lock:
-                done = self._outstanding <= 0
+                done = self._take_finished() <= 0
             if done:
                 self._close_routes(wait=False)
             # else: the last batch to finish closes the routes (_batch_done)
@@ -1180,7 +1188,7 @@ class AutoExecutor(Executor):
             if self._gate is not None:
                 self._gate.backlog.clear()
             self._outstanding -= len(pending)
-            if self._outstanding <= 0:
+            if self._take_finished() <= 0:
                 self._idle.notify_all()
         error = BrokenExecutor(why)
         for future in pending:
@@ -1199,14 +1207,30 @@ class AutoExecutor(Executor):
     def _count(self, delta: int) -> None:
         """Add to the work accepted and not yet finished; close up when idle
         (after ``shutdown(wait=False)`` returned, the last batch closes the routes)."""
+        if delta >= 0:
+            with self._lock:
+                self._outstanding += delta
+                self._take_finished()
+            return
+        self._finished.append(-delta)
+        # Read after the append: a shutdown that set the flag before it
+        # is woken here; one that sets it after takes this count itself.
+        if not self._shutdown:
+            return
         with self._lock:
-            self._outstanding += delta
-            idle = self._outstanding <= 0
+            idle = self._take_finished() <= 0
             if idle:
                 self._idle.notify_all()
-            close = idle and self._shutdown and not self._routes_closed
+            close = idle and not self._routes_closed
         if close:
             threading.Thread(target=self._close_routes, args=(False,), daemon=True).start()
+
+    def _take_finished(self) -> int:
+        """Take finished work off the count (the lock held); return what is left."""
+        finished = self._finished
+        while finished:
+            self._outstanding -= finished.popleft()
+        return self._outstanding
 
     def _current_decision(self, fn: Callable[..., Any]) -> tuple[Decision | None, int]:
         """The decision in force for ``fn`` now (None while probing), and how

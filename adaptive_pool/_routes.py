@@ -9,7 +9,6 @@ of its workers, and reports a failing initializer through ``on_broken``.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import queue
@@ -247,17 +246,23 @@ class InlineRoute(Route):
 
     def __init__(self, threads: ThreadRoute) -> None:
         self._threads = threads
-        self._lock = threading.Condition(threading.Lock())
-        self._backlog: collections.deque[Batch] = collections.deque()
+        # A C-level queue and a flag read without the lock: submit() of a
+        # decided tiny call must cost little more than the thread pool's
+        # (a Condition here cost 4-8 us per submit, contended by the lane).
+        self._backlog: queue.SimpleQueue[Batch] = queue.SimpleQueue()
+        self._lock = threading.Lock()
         self._lane_out = False  # a lane is queued or running on a thread
+        self._lane_in: threading.Event | None = None  # set when the lane ends (shutdown waits)
         self._shutdown = False
 
     def submit(self, batch: Batch) -> None:
         """Queue ``batch`` behind the lane's others; send out a lane if none is."""
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        self._backlog.put(batch)
+        if self._lane_out:
+            return  # the lane looks at the backlog again before it ends
         with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            self._backlog.append(batch)
             if self._lane_out:
                 return
             self._lane_out = True
@@ -266,13 +271,10 @@ class InlineRoute(Route):
         except BaseException as exc:
             # The thread route is closed or broken: this batch fails with it
             # (the caller settles it), and so do any queued behind it meanwhile.
-            with self._lock:
-                stranded = [queued for queued in self._backlog if queued is not batch]
-                self._backlog.clear()
-                self._lane_out = False
-                self._lock.notify_all()
-            for queued in stranded:
-                queued.settle(exc)
+            for queued in self._take_backlog():
+                if queued is not batch:
+                    queued.settle(exc)
+            self._lane_ended()
             raise
 
     def ensure_workers(self, count: int) -> None:
@@ -284,34 +286,59 @@ class InlineRoute(Route):
 
     def next_batch(self) -> Batch | None:
         """The lane's next batch, or None (and the lane ends) when there is none."""
+        while True:
+            try:
+                return self._backlog.get_nowait()
+            except queue.Empty:
+                pass
+            with self._lock:
+                # A batch queued after the look above saw the lane still
+                # out and sent none: look again before ending it.
+                if not self._backlog.empty():
+                    continue
+                self._lane_out = False
+                self._wake_shutdown()
+                return None
+
+    def _take_backlog(self) -> list[Batch]:
+        taken: list[Batch] = []
+        while True:
+            try:
+                taken.append(self._backlog.get_nowait())
+            except queue.Empty:
+                return taken
+
+    def _lane_ended(self) -> None:
         with self._lock:
-            if self._backlog:
-                return self._backlog.popleft()
             self._lane_out = False
-            self._lock.notify_all()
-            return None
+            self._wake_shutdown()
+
+    def _wake_shutdown(self) -> None:
+        # Under the lock, as the lane ends: a shutdown waiting for it goes on.
+        if self._lane_in is not None:
+            self._lane_in.set()
+            self._lane_in = None
 
     def settle_backlog(self, outcome: Any) -> None:
-        """Settle every queued batch with ``outcome`` (the lane will not run)."""
-        while True:
-            batch = self.next_batch()
-            if batch is None:
-                return
+        """Settle every queued batch with ``outcome``: the lane will not run."""
+        for batch in self._take_backlog():
             batch.settle(outcome)
+        self._lane_ended()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Finish (or cancel) the backlog; with ``wait``, until the lane is in."""
-        with self._lock:
-            self._shutdown = True
+        self._shutdown = True
         if cancel_futures:
-            with self._lock:
-                backlog = list(self._backlog)
-                self._backlog.clear()
-            for batch in backlog:
+            for batch in self._take_backlog():
                 batch.settle(CANCELLED)
         if wait:
             with self._lock:
-                self._lock.wait_for(lambda: not self._lane_out)
+                if not self._lane_out:
+                    return
+                if self._lane_in is None:
+                    self._lane_in = threading.Event()
+                lane_in = self._lane_in
+            lane_in.wait()
 
 
 class _Lane:
