@@ -46,7 +46,7 @@ def test_100k_submits_keep_nothing_per_call() -> None:
         grown = live_blocks() - before
         assert grown < 1_000, f"{grown} memory blocks kept after 100,000 calls"
         with ex._lock:
-            assert ex._take_finished() == 0
+            assert ex._unfinished() == 0
         assert len(ex._states) == 1
 
 
