@@ -299,14 +299,17 @@ class InlineRoute(Route):
                 return self._backlog.get_nowait()
             except queue.Empty:
                 pass
-            with self._lock:
-                # A batch queued after the look above saw the lane still
-                # out and sent none: look again before ending it.
-                if not self._backlog.empty():
-                    continue
-                self._lane_out = False
-                self._wake_shutdown()
+            self._lane_ended()
+            # A submit that saw the lane still out before the line above
+            # sent none: look again, and take the lane back unless a submit
+            # sent a new one meanwhile.  (Looking before clearing the flag
+            # left a batch queued with no lane to run it.)
+            if self._backlog.empty():
                 return None
+            with self._lock:
+                if self._lane_out:
+                    return None
+                self._lane_out = True
 
     def _take_backlog(self) -> list[Batch]:
         taken: list[Batch] = []
@@ -339,14 +342,14 @@ class InlineRoute(Route):
         if cancel_futures:
             for batch in self._take_backlog():
                 batch.settle(CANCELLED)
-        if wait:
+        while wait:
             with self._lock:
                 if not self._lane_out:
                     return
                 if self._lane_in is None:
                     self._lane_in = threading.Event()
                 lane_in = self._lane_in
-            lane_in.wait()
+            lane_in.wait()  # and look again: an ending lane may take itself back
 
 
 class _Lane:

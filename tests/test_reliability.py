@@ -379,6 +379,58 @@ def test_many_threads_submitting_on_the_automatic_path() -> None:
         assert all(out[k] == list(range(1, 501)) for k in range(8))
 
 
+class _RacingBacklog:
+    """A lane's backlog that lets a submit in at one moment of the lane's
+    look at it: just after the lane finds it empty one way or the other."""
+
+    def __init__(self, real: Any, moment: str, submit: Any) -> None:
+        self.real, self.moment, self.submit = real, moment, submit
+
+    def _race(self, moment: str) -> None:
+        if moment == self.moment:
+            self.moment = ""
+            self.submit()
+
+    def put(self, item: Any) -> None:
+        self.real.put(item)
+
+    def get_nowait(self) -> Any:
+        try:
+            return self.real.get_nowait()
+        except Exception:
+            self._race("got nothing")
+            raise
+
+    def empty(self) -> bool:
+        empty = self.real.empty()
+        if empty:
+            self._race("looked empty")
+        return empty
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("moment", ["got nothing", "looked empty"])
+def test_inline_lane_never_strands_a_batch(moment: str) -> None:
+    # The lane ends when its backlog is empty, and a submit that sees a
+    # lane out sends none: a batch queued while the lane ends must run.
+    from adaptive_pool._routes import InlineRoute, ThreadRoute
+
+    threads = ThreadRoute(1)
+    lane = InlineRoute(threads)
+    future: Future[Any] = Future()
+    batch = Batch(identity, [((7,), {})], [future])
+    lane._backlog = _RacingBacklog(lane._backlog, moment, lambda: lane.submit(batch))  # type: ignore[assignment]
+    lane._lane_out = True  # this thread plays the lane that is out
+    try:
+        taken = lane.next_batch()
+        if taken is not None:
+            taken.run_here()
+        assert future.result(10) == 7  # run here, or by a lane sent meanwhile
+    finally:
+        lane.shutdown(wait=False)
+        threads.shutdown(wait=False)
+
+
 def test_callbacks_that_submit_more_work(ex: AutoExecutor) -> None:
     done = threading.Event()
     seen: list[int] = []
