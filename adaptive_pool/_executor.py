@@ -751,7 +751,7 @@ class AutoExecutor(Executor):
     def _sprint_batch(self, fn: Callable[..., Any], batch: Batch) -> None:
         """Count a sprint batch; size the next ones; decide once over budget."""
         state = self._states.get(function_key(fn))
-        if state is None or batch.elapsed_s is None or not batch.ran:
+        if state is None or batch.elapsed_s is None or not batch.ran or batch.cpu_unread:
             return
         calls = batch.ran * calls_per_invocation(fn)
         with self._lock:
@@ -1332,8 +1332,8 @@ class AutoExecutor(Executor):
 
     def _observe(self, fn: Callable[..., Any], decision: Decision, batch: Batch) -> None:
         """Re-probe a function whose calls stopped costing what was measured."""
-        if decision.source == "forced" or not batch.ran or batch.elapsed_s is None:
-            return
+        if decision.source == "forced" or not batch.ran or batch.elapsed_s is None or batch.cpu_unread:
+            return  # (a batch whose CPU time went unread neither counts nor resets)
         if decision.source == "sprint":
             self._sprint_batch(fn, batch)
             return
