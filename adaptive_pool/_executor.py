@@ -811,9 +811,16 @@ class AutoExecutor(Executor):
         if features is None:
             return
         if early:
-            # "Plainly waits" needs a GIL reading: a probe kept off the GIL
-            # by another that computes looks just as idle as one that sleeps.
-            if waiting_calls and features["wait_ratio"] > 0.9 and features["gil_measured"]:
+            # "Plainly waits" needs a GIL reading, and one that saw the GIL
+            # free: a probe kept off the GIL by other threads that compute
+            # looks just as idle as one that sleeps (a pure-Python probe read
+            # cpu 1% of wall under load, and its map went to threads).
+            if (
+                waiting_calls
+                and features["wait_ratio"] > 0.9
+                and features["gil_measured"]
+                and features.get("gil_hold", 1.0) < 0.5
+            ):
                 self._settle_decision(state, self._decide(features), provisional=True)
                 return
             if self._looks_like_processes(features, state):
