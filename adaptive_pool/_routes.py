@@ -335,6 +335,9 @@ class InlineRoute(Route):
         for batch in self._take_backlog():
             batch.settle(outcome)
         self._lane_ended()
+        # Batches queued while the flag still said a lane was out sent none.
+        for batch in self._take_backlog():
+            batch.settle(outcome)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Finish (or cancel) the backlog; with ``wait``, until the lane is in."""
