@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Executor
 from concurrent.futures.thread import BrokenThreadPool
-from typing import Any
+from typing import Any, TypeVar
 
 from ._batch import CANCELLED, Batch
 
@@ -29,6 +29,7 @@ __all__ = ["ForeignProcessRoute", "InlineRoute", "ProcessRoute", "Route", "Threa
 _futures_logger = logging.getLogger("concurrent.futures")
 
 BrokenHandler = Callable[[str], None]
+T = TypeVar("T")
 
 
 class Route(ABC):
@@ -192,13 +193,9 @@ class ThreadRoute(Route):
             self._on_broken(why)
 
     def _drain(self, outcome: Any) -> None:
-        while True:
-            try:
-                batch = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if batch is not None:
-                batch.settle(outcome)
+        for work in _take_all(self._queue):
+            if work is not None:
+                work.settle(outcome)
 
 
 def _thread_main(
@@ -279,7 +276,7 @@ class InlineRoute(Route):
         except BaseException as exc:
             # The thread route is closed or broken: this batch fails with it
             # (the caller settles it), and so do any queued behind it meanwhile.
-            for queued in self._take_backlog():
+            for queued in _take_all(self._backlog):
                 if queued is not batch:
                     queued.settle(exc)
             self._lane_ended()
@@ -311,14 +308,6 @@ class InlineRoute(Route):
                     return None
                 self._lane_out = True
 
-    def _take_backlog(self) -> list[Batch]:
-        taken: list[Batch] = []
-        while True:
-            try:
-                taken.append(self._backlog.get_nowait())
-            except queue.Empty:
-                return taken
-
     def _lane_ended(self) -> None:
         with self._lock:
             self._lane_out = False
@@ -332,18 +321,18 @@ class InlineRoute(Route):
 
     def settle_backlog(self, outcome: Any) -> None:
         """Settle every queued batch with ``outcome``: the lane will not run."""
-        for batch in self._take_backlog():
+        for batch in _take_all(self._backlog):
             batch.settle(outcome)
         self._lane_ended()
         # Batches queued while the flag still said a lane was out sent none.
-        for batch in self._take_backlog():
+        for batch in _take_all(self._backlog):
             batch.settle(outcome)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Finish (or cancel) the backlog; with ``wait``, until the lane is in."""
         self._shutdown = True
         if cancel_futures:
-            for batch in self._take_backlog():
+            for batch in _take_all(self._backlog):
                 batch.settle(CANCELLED)
         while wait:
             with self._lock:
@@ -353,6 +342,16 @@ class InlineRoute(Route):
                     self._lane_in = threading.Event()
                 lane_in = self._lane_in
             lane_in.wait()  # and look again: an ending lane may take itself back
+
+
+def _take_all(work: queue.SimpleQueue[T]) -> list[T]:
+    """Everything queued in ``work`` now, taken out."""
+    taken: list[T] = []
+    while True:
+        try:
+            taken.append(work.get_nowait())
+        except queue.Empty:
+            return taken
 
 
 class _Lane:
