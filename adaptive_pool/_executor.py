@@ -140,7 +140,7 @@ class _FunctionState:
         self.decision: Decision | None = None
         self.probes_started = 0
         self.probes_done = 0
-        # Probes finished and not yet judged (on the control thread).
+        # Probes finished (or a sprint over budget) and not yet judged (on the control thread).
         self.judging = 0
         self.samples: list[CallSample] = []
         self.tracker = ProbeTracker(monitor)
@@ -770,10 +770,21 @@ class AutoExecutor(Executor):
                 return
             state.sprint = None
             state.fn = fn
+            # Judged like a finished probe: decision_for() waits for it (a
+            # map may be over, its results read, before the policy decided).
+            state.judging += 1
         self._on_control(self._end_sprint, state, per_call)  # not on the worker
 
     def _end_sprint(self, state: _FunctionState, per_call: Mapping[str, float]) -> None:
         """The sprint used its budget: the policy decides the remaining calls."""
+        try:
+            self._decide_after_sprint(state, per_call)
+        finally:
+            with self._lock:
+                state.judging -= 1
+                self._judged.notify_all()
+
+    def _decide_after_sprint(self, state: _FunctionState, per_call: Mapping[str, float]) -> None:
         features = self._features(state, complete=True)
         if features is None:
             return

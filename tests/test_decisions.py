@@ -275,6 +275,31 @@ def test_a_sprint_over_budget_hands_the_rest_to_the_policy(monkeypatch: pytest.M
     assert len(PROFILES) == 1
 
 
+class SlowPolicy(RecordingPolicy):
+    """A policy that takes its time (a model file to read, a slow disk)."""
+
+    def choose(self, features: Mapping[str, float], allowed: Sequence[Backend]) -> Choice:
+        time.sleep(0.2)
+        return super().choose(features, allowed)
+
+
+def test_decision_for_waits_for_the_decision_that_ends_a_sprint(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The map's calls go on inline while the policy decides; once its
+    # results are read, decision_for() gives the policy's decision, not
+    # the sprint's.
+    import adaptive_pool._executor as executor_module
+
+    monkeypatch.setattr(executor_module, "SPRINT_BUDGET_S", 1e-6)
+    policy = SlowPolicy("thread")
+    with AutoExecutor() as ex:
+        ex._get_policy = lambda: policy  # type: ignore[method-assign]
+        # Few enough calls for the first batches to hold them all: nothing
+        # waits for the control thread, which is busy with the policy.
+        assert list(ex.map(tiny, range(300))) == [x + 1 for x in range(300)]
+        decision = ex.decision_for(tiny)
+    assert decision is not None and (decision.backend, decision.source) == ("thread", "model")
+
+
 def test_partials_and_methods_share_their_function_profile() -> None:
     class Worker:
         def run(self, x: int) -> int:
