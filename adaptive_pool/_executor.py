@@ -823,15 +823,11 @@ class AutoExecutor(Executor):
             return
         if early:
             # "Plainly waits" needs a GIL reading, and one that saw the GIL
-            # free: a probe kept off the GIL by other threads that compute
-            # looks just as idle as one that sleeps (a pure-Python probe read
-            # cpu 1% of wall under load, and its map went to threads).
-            if (
-                waiting_calls
-                and features["wait_ratio"] > 0.9
-                and features["gil_measured"]
-                and features.get("gil_hold", 1.0) < 0.5
-            ):
+            # mostly free: a probe kept off the GIL by other threads looks
+            # just as idle as one that sleeps (a pure-Python probe read cpu
+            # 1% of wall under load, and its map went to threads).  Its own
+            # gil_hold cannot tell: it is capped by its CPU share.
+            if waiting_calls and features["wait_ratio"] > 0.9 and features["gil_measured"] and self._gil_free(state):
                 self._settle_decision(state, self._decide(features), provisional=True)
                 return
             if self._looks_like_processes(features, state):
@@ -839,6 +835,12 @@ class AutoExecutor(Executor):
             self._arm_deadline(state, max(0.0, self._probe_deadline - _EARLY_LOOK_S), early=False)
             return
         self._settle_decision(state, self._decide(features), provisional=True)
+
+    @staticmethod
+    def _gil_free(state: _FunctionState) -> bool:
+        """Whether the GIL was mostly free while the function's probes ran."""
+        busy = state.tracker.gil_busy()
+        return busy is not None and busy < 0.5
 
     def _looks_like_processes(self, features: Mapping[str, float], state: _FunctionState) -> bool:
         """Probes that compute holding the GIL, whose work may go to processes.

@@ -592,6 +592,18 @@ class ProbeTracker:
         with self._lock:
             self._running.pop(token, None)
 
+    def gil_busy(self) -> float | None:
+        """Share of the time since the first running probe began in which
+        the GIL was held by any thread (None: nothing running, or too little
+        seen).  Unlike a sample's ``gil_hold``, not capped by the probe's own
+        CPU share: a probe kept off a busy GIL by other threads reads as
+        idle, and this says the GIL was busy meanwhile."""
+        with self._lock:
+            starts = [wall0 for _, _, wall0, _, _ in self._running.values()]
+        if not starts:
+            return None
+        return self._monitor.hold_between(min(starts), time.perf_counter())
+
     def snapshot(self) -> list[CallSample]:
         """Partial samples of the probes still running (may be empty)."""
         if not _HAS_THREAD_CLOCKS:

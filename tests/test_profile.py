@@ -30,6 +30,7 @@ from adaptive_pool._profile import (
     MODEL_FEATURES,
     CallSample,
     GilMonitor,
+    ProbeTracker,
     ProfileStore,
     measure_call,
     pickled_size,
@@ -125,6 +126,33 @@ def test_gil_monitor_tells_python_from_waiting() -> None:
     # Other processes loading the machine can delay the sampler a little even
     # while nobody holds the GIL, so compare rather than use a fixed bound.
     assert waiting.gil_hold is not None and waiting.gil_hold < python.gil_hold
+
+
+def test_probe_tracker_sees_the_gil_busy_while_its_probe_is_kept_off_it() -> None:
+    # A probe that other threads keep off the GIL reads as idle (its own
+    # share is capped by its CPU time); the tracker's uncapped reading of
+    # the window says whether the GIL was busy meanwhile.
+    monitor = GilMonitor()
+    tracker = ProbeTracker(monitor)
+    monitor.acquire()
+    try:
+        time.sleep(0.01)
+        token = tracker.start()  # this thread plays the probe: it only waits
+        time.sleep(0.05)
+        idle = tracker.gil_busy()
+        tracker.finish(token)
+        token = tracker.start()
+        hog = threading.Thread(target=python_loop, args=(2_000_000,))
+        hog.start()
+        time.sleep(0.05)
+        busy = tracker.gil_busy()
+        tracker.finish(token)
+        hog.join()
+    finally:
+        monitor.release()
+    assert tracker.gil_busy() is None  # nothing running
+    assert idle is not None and busy is not None
+    assert busy > 0.5 and idle < busy
 
 
 def test_pickled_size_without_copying_large_buffers() -> None:
