@@ -629,9 +629,13 @@ class AutoExecutor(Executor):
         try:
             self._judge_probe(state, sample)
         finally:
-            with self._lock:
-                state.judging -= 1
-                self._judged.notify_all()
+            self._judging_done(state)
+
+    def _judging_done(self, state: _FunctionState) -> None:
+        """One judging counted in ``state.judging`` is over: wake decision_for()."""
+        with self._lock:
+            state.judging -= 1
+            self._judged.notify_all()
 
     def _judge_probe(self, state: _FunctionState, sample: CallSample | None) -> None:
         if sample is None or (sample.wall_s >= TINY_CALL_S and self._facts_may_matter(sample)):
@@ -780,9 +784,7 @@ class AutoExecutor(Executor):
         try:
             self._decide_after_sprint(state, per_call)
         finally:
-            with self._lock:
-                state.judging -= 1
-                self._judged.notify_all()
+            self._judging_done(state)
 
     def _decide_after_sprint(self, state: _FunctionState, per_call: Mapping[str, float]) -> None:
         features = self._features(state, complete=True)

@@ -258,15 +258,21 @@ def test_work_the_rules_leave_to_threads_is_decided_without_a_policy() -> None:
     assert process_blockers(decision.features) is not None
 
 
-def test_a_sprint_over_budget_hands_the_rest_to_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+def map_past_a_sprint(monkeypatch: pytest.MonkeyPatch, policy: RecordingPolicy, calls: int) -> Decision | None:
+    """Map ``tiny`` with a sprint over budget after one batch; return the
+    decision read right after the results."""
     import adaptive_pool._executor as executor_module
 
-    monkeypatch.setattr(executor_module, "SPRINT_BUDGET_S", 1e-6)  # over after one batch
-    policy = RecordingPolicy("thread")
+    monkeypatch.setattr(executor_module, "SPRINT_BUDGET_S", 1e-6)
     with AutoExecutor() as ex:
         ex._get_policy = lambda: policy  # type: ignore[method-assign]
-        assert list(ex.map(tiny, range(20_000))) == [x + 1 for x in range(20_000)]
-        decision = ex.decision_for(tiny)
+        assert list(ex.map(tiny, range(calls))) == [x + 1 for x in range(calls)]
+        return ex.decision_for(tiny)
+
+
+def test_a_sprint_over_budget_hands_the_rest_to_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = RecordingPolicy("thread")
+    decision = map_past_a_sprint(monkeypatch, policy, 20_000)
     assert decision is not None and (decision.backend, decision.source) == ("thread", "model")
     features, _ = policy.asked[0]
     # Costs as the batches measured them, not the probes' (clock readings
@@ -286,17 +292,9 @@ class SlowPolicy(RecordingPolicy):
 def test_decision_for_waits_for_the_decision_that_ends_a_sprint(monkeypatch: pytest.MonkeyPatch) -> None:
     # The map's calls go on inline while the policy decides; once its
     # results are read, decision_for() gives the policy's decision, not
-    # the sprint's.
-    import adaptive_pool._executor as executor_module
-
-    monkeypatch.setattr(executor_module, "SPRINT_BUDGET_S", 1e-6)
-    policy = SlowPolicy("thread")
-    with AutoExecutor() as ex:
-        ex._get_policy = lambda: policy  # type: ignore[method-assign]
-        # Few enough calls for the first batches to hold them all: nothing
-        # waits for the control thread, which is busy with the policy.
-        assert list(ex.map(tiny, range(300))) == [x + 1 for x in range(300)]
-        decision = ex.decision_for(tiny)
+    # the sprint's.  Few enough calls for the first batches to hold them
+    # all: nothing waits for the control thread, busy with the policy.
+    decision = map_past_a_sprint(monkeypatch, SlowPolicy("thread"), 300)
     assert decision is not None and (decision.backend, decision.source) == ("thread", "model")
 
 
