@@ -281,6 +281,32 @@ def test_a_sprint_over_budget_hands_the_rest_to_the_policy(monkeypatch: pytest.M
     assert len(PROFILES) == 1
 
 
+def test_chunks_sized_by_the_probes_alone_double(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Probes read a tiny call as dearer than it is: until a batch measures
+    # the calls (here never: the sprint's batches go unmeasured), each chunk
+    # doubles, up to eight times the first, so that the first window holds
+    # enough work.
+    monkeypatch.setattr(AutoExecutor, "_sprint_batch", lambda self, fn, batch: None)
+    sizes: list[int] = []
+    real_submit = AutoExecutor._submit_batch
+
+    def submit(self: AutoExecutor, route: Any, batch: Any) -> None:
+        if route.name == "inline":
+            sizes.append(len(batch.calls))
+        real_submit(self, route, batch)
+
+    monkeypatch.setattr(AutoExecutor, "_submit_batch", submit)
+    with AutoExecutor() as ex:
+        ex._get_policy = lambda: HEURISTIC  # type: ignore[method-assign]
+        calls = 400_000
+        assert list(ex.map(tiny, range(calls))) == [x + 1 for x in range(calls)]
+        decision = ex.decision_for(tiny)
+    assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
+    first = sizes[0]
+    assert sizes[:4] == [first, 2 * first, 4 * first, 8 * first], sizes
+    assert all(size <= 8 * first for size in sizes) and sum(sizes) == calls - 2  # two probes
+
+
 class SlowPolicy(RecordingPolicy):
     """A policy that takes its time (a model file to read, a slow disk)."""
 
