@@ -373,8 +373,12 @@ class AutoExecutor(Executor):
         count: int | None = None
         if buffersize is None:
             # Like the standard library: the inputs are read now, the calls
-            # run whether or not the results are ever asked for.
-            arguments = list(source)
+            # run whether or not the results are ever asked for.  A tuple:
+            # a list's copy in C when given one (none when given a tuple),
+            # and the garbage collector stops tracking a tuple of plain
+            # values once it has seen it, where it walked a list of a
+            # million inputs at each collection (14 ms each).
+            arguments = tuple(iterables[0] if not spread else source)
             count = len(arguments)
             source = iter(arguments)
             del arguments
@@ -752,8 +756,15 @@ class AutoExecutor(Executor):
         self._settle_decision(state, decision, provisional=True)
         return True
 
-    def _sprint_batch(self, fn: Callable[..., Any], batch: Batch) -> None:
-        """Count a sprint batch; size the next ones; decide once over budget."""
+    def _sprint_batch(self, fn: Callable[..., Any], batch: Batch, more_to_come: bool) -> None:
+        """Count a sprint batch; size the next ones; decide once over budget.
+
+        ``more_to_come``: whether calls of the batch's map (if any) remain to
+        be dispatched.  A sprint over budget with none left is decided when
+        the function's next calls come: deciding now (reading a model and the
+        function's byte code, ~10 ms) would serve nothing but keep
+        ``shutdown()`` waiting for it.
+        """
         state = self._states.get(function_key(fn))
         if state is None or batch.elapsed_s is None or not batch.ran or batch.cpu_unread:
             return
@@ -766,7 +777,7 @@ class AutoExecutor(Executor):
             sprint[1] += calls
             sprint[2] += batch.cpu_s or 0.0
             per_call = {"wall_s": sprint[0] / sprint[1], "cpu_s": sprint[2] / sprint[1]}
-            if sprint[0] < SPRINT_BUDGET_S:
+            if sprint[0] < SPRINT_BUDGET_S or not more_to_come:
                 # Batches measure a tiny call better than a probe can (its
                 # clock readings cost more than the call): size the next
                 # batches by what the last ones took.
@@ -787,8 +798,13 @@ class AutoExecutor(Executor):
             self._judging_done(state)
 
     def _decide_after_sprint(self, state: _FunctionState, per_call: Mapping[str, float]) -> None:
+        # Once shut down, no call of this executor will follow the decision:
+        # reading the function's facts and a model (~10 ms beside a busy
+        # lane) would only keep shutdown() waiting.
+        if self._shutdown:
+            return
         features = self._features(state, complete=True)
-        if features is None:
+        if features is None or self._shutdown:
             return
         # What the calls cost back to back, beside what the probes saw of
         # the GIL, their arguments and results.
@@ -1352,12 +1368,13 @@ class AutoExecutor(Executor):
             reason=f"{decision.reason}; {why}",
         )
 
-    def _observe(self, fn: Callable[..., Any], decision: Decision, batch: Batch) -> None:
-        """Re-probe a function whose calls stopped costing what was measured."""
+    def _observe(self, fn: Callable[..., Any], decision: Decision, batch: Batch, more_to_come: bool = True) -> None:
+        """Re-probe a function whose calls stopped costing what was measured
+        (``more_to_come``: see :meth:`_sprint_batch`)."""
         if decision.source == "forced" or not batch.ran or batch.elapsed_s is None or batch.cpu_unread:
             return  # (a batch whose CPU time went unread neither counts nor resets)
         if decision.source == "sprint":
-            self._sprint_batch(fn, batch)
+            self._sprint_batch(fn, batch, more_to_come)
             return
         if batch.elapsed_s < DRIFT_MIN_S and decision.features.get("wall_s", 0.0) < DRIFT_MIN_S:
             return  # calls this short cannot differ by DRIFT_MIN_S: nothing to see

@@ -250,7 +250,7 @@ class MapPlan:
 
     def _chunk_done(self, batch: Batch, decision: Decision, executor: AutoExecutor) -> None:
         executor._batch_done(batch)
-        executor._observe(self._fn, decision, batch)
+        executor._observe(self._fn, decision, batch, more_to_come=not self._source_done)
         with self._cond:
             self._in_flight -= 1
         # Not self.pump() here, in the worker thread that ran the batch: the
@@ -300,7 +300,11 @@ class MapPlan:
             self._items[index] = None
             if item is not None:
                 self._ahead -= item.calls
-        if self._buffersize is not None:
+            room = self._in_flight < self._window and not (self._source_done or self._awaiting_decision)
+        if room or self._buffersize is not None:
+            # The consumer refills the window too: the control thread may be
+            # busy with a job that takes a while (the policy deciding the
+            # end of a sprint left a lane of tiny calls idle for 11 ms).
             self.pump()
 
     def close(self) -> None:

@@ -58,6 +58,12 @@ MOSTLY_WAITING = 0.8
 PROCESS_CHUNK_S = 0.02
 #: Target duration of one batch of tiny calls on a thread.
 THREAD_CHUNK_S = 0.002
+#: Target duration of one chunk on the inline lane.  Its results reach the
+#: consumer stretch by stretch within a chunk, so a chunk's length delays
+#: nothing; each chunk costs a hand-off, and the lane's window of chunks
+#: must outlast the 5 ms for which it may keep the GIL from the thread that
+#: refills it (chunks of 2 ms left the lane idle 2-6 ms at a time).
+INLINE_CHUNK_S = 0.005
 #: Calls shorter than this are too small for any pool to pay off one by one.
 TINY_CALL_S = 100e-6
 #: Bytes per second pickling and piping manage between processes, roughly.
@@ -332,7 +338,7 @@ def size_chunks(backend: Backend, features: Mapping[str, float], target_s: float
     """Calls per chunk so that one chunk lasts about the target duration."""
     wall = max(features.get("wall_s", 0.0), 1e-8)
     if target_s is None:
-        target_s = PROCESS_CHUNK_S if backend == "process" else THREAD_CHUNK_S
+        target_s = {"process": PROCESS_CHUNK_S, "inline": INLINE_CHUNK_S}.get(backend, THREAD_CHUNK_S)
     # Chunks that cross to a process or wake a pool thread stay bounded;
     # the inline lane's do not need to: its results reach the consumer
     # stretch by stretch within a chunk, and each chunk costs a hand-off.

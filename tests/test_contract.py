@@ -611,6 +611,22 @@ def test_control_thread_ends_with_its_executor(prefer: str | None) -> None:
         assert not thread.is_alive()
 
 
+def test_map_goes_on_while_the_control_thread_is_busy() -> None:
+    # The consumer refills a map's window too: a control thread busy with a
+    # long job (a model to read beside a busy lane) must not leave the map
+    # without work.  Forced inline, in chunks of 256: 40 windows to refill.
+    with AutoExecutor(prefer="inline") as executor:
+        busy = threading.Event()
+        control = executor._control()
+        assert control is not None
+        control.call(busy.wait, 30)
+        try:
+            results = list(executor.map(abs, range(-40_000, 0), timeout=20))
+        finally:
+            busy.set()
+    assert results == list(range(40_000, 0, -1))
+
+
 # ---------------------------------------------------------------------------
 # Import and construction are free
 

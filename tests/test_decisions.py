@@ -262,8 +262,13 @@ def map_past_a_sprint(monkeypatch: pytest.MonkeyPatch, policy: RecordingPolicy, 
     """Map ``tiny`` with a sprint over budget after one batch; return the
     decision read right after the results."""
     import adaptive_pool._executor as executor_module
+    import adaptive_pool._policy as policy_module
 
     monkeypatch.setattr(executor_module, "SPRINT_BUDGET_S", 1e-6)
+    # Chunks of a few calls: the first batches cannot hold them all (the
+    # policy is only asked about calls left to dispatch).
+    monkeypatch.setattr(executor_module, "SPRINT_CHUNK_S", 1e-6)
+    monkeypatch.setattr(policy_module, "SPRINT_CHUNK_S", 1e-6)
     with AutoExecutor() as ex:
         ex._get_policy = lambda: policy  # type: ignore[method-assign]
         assert list(ex.map(tiny, range(calls))) == [x + 1 for x in range(calls)]
@@ -286,7 +291,11 @@ def test_chunks_sized_by_the_probes_alone_double(monkeypatch: pytest.MonkeyPatch
     # the calls (here never: the sprint's batches go unmeasured), each chunk
     # doubles, up to eight times the first, so that the first window holds
     # enough work.
-    monkeypatch.setattr(AutoExecutor, "_sprint_batch", lambda self, fn, batch: None)
+    import adaptive_pool._policy as policy_module
+
+    monkeypatch.setattr(AutoExecutor, "_sprint_batch", lambda self, fn, batch, more_to_come: None)
+    # Chunks of ~10 us, so that the map goes in many of them.
+    monkeypatch.setattr(policy_module, "SPRINT_CHUNK_S", 1e-5)
     sizes: list[int] = []
     real_submit = AutoExecutor._submit_batch
 
@@ -298,13 +307,58 @@ def test_chunks_sized_by_the_probes_alone_double(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(AutoExecutor, "_submit_batch", submit)
     with AutoExecutor() as ex:
         ex._get_policy = lambda: HEURISTIC  # type: ignore[method-assign]
-        calls = 400_000
+        calls = 40_000
         assert list(ex.map(tiny, range(calls))) == [x + 1 for x in range(calls)]
         decision = ex.decision_for(tiny)
     assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
     first = sizes[0]
     assert sizes[:4] == [first, 2 * first, 4 * first, 8 * first], sizes
     assert all(size <= 8 * first for size in sizes) and sum(sizes) == calls - 2  # two probes
+
+
+def test_a_sprint_over_budget_with_no_calls_left_asks_no_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every call was dispatched before the sprint went over budget: the
+    # policy would decide for nothing (and shutdown() would wait for it).
+    import adaptive_pool._executor as executor_module
+
+    monkeypatch.setattr(executor_module, "SPRINT_BUDGET_S", 1e-6)
+    with AutoExecutor() as ex:
+        asked: list[int] = []
+        ex._get_policy = lambda: asked.append(1) or HEURISTIC  # type: ignore[method-assign]
+        assert list(ex.map(tiny, range(50))) == [x + 1 for x in range(50)]
+        decision = ex.decision_for(tiny)
+    assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
+    assert asked == []
+
+
+def test_a_sprint_ending_after_shutdown_asks_no_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The control thread is busy when the sprint ends; by the time it gets
+    # to it the executor is shut down: no call will follow a decision, and
+    # reading a model would only keep shutdown() waiting.
+    import adaptive_pool._executor as executor_module
+    import adaptive_pool._policy as policy_module
+
+    monkeypatch.setattr(executor_module, "SPRINT_BUDGET_S", 1e-6)
+    monkeypatch.setattr(executor_module, "SPRINT_CHUNK_S", 1e-6)
+    monkeypatch.setattr(policy_module, "SPRINT_CHUNK_S", 1e-6)
+    busy = threading.Event()
+    real_end = AutoExecutor._end_sprint
+
+    def end_when_free(self: AutoExecutor, state: Any, per_call: Any) -> None:
+        busy.wait(30)
+        real_end(self, state, per_call)
+
+    monkeypatch.setattr(AutoExecutor, "_end_sprint", end_when_free)
+    ex = AutoExecutor()
+    asked: list[int] = []
+    ex._get_policy = lambda: asked.append(1) or HEURISTIC  # type: ignore[method-assign]
+    assert list(ex.map(tiny, range(2000))) == [x + 1 for x in range(2000)]
+    ex.shutdown(wait=False)
+    busy.set()
+    ex.shutdown(wait=True)
+    assert asked == []
+    decision = ex.decision_for(tiny)
+    assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
 
 
 class SlowPolicy(RecordingPolicy):
@@ -318,9 +372,9 @@ class SlowPolicy(RecordingPolicy):
 def test_decision_for_waits_for_the_decision_that_ends_a_sprint(monkeypatch: pytest.MonkeyPatch) -> None:
     # The map's calls go on inline while the policy decides; once its
     # results are read, decision_for() gives the policy's decision, not
-    # the sprint's.  Few enough calls for the first batches to hold them
-    # all: nothing waits for the control thread, busy with the policy.
-    decision = map_past_a_sprint(monkeypatch, SlowPolicy("thread"), 300)
+    # the sprint's.  Few enough calls to be over inline while the policy
+    # takes its time.
+    decision = map_past_a_sprint(monkeypatch, SlowPolicy("thread"), 2000)
     assert decision is not None and (decision.backend, decision.source) == ("thread", "model")
 
 
