@@ -836,6 +836,18 @@ class AutoExecutor(Executor):
                 # (or the probes finishing) set it.
                 state.timer = None
                 return
+        if self._gil_held(state):
+            # Probes holding the GIL starve this thread: each time it gives
+            # the GIL up (a lock, a file read) it waits a switch interval or
+            # more to get it back, and importing a module takes hundreds of
+            # such waits.  Reading features, facts and a model beside two
+            # probes of 250 ms of pure Python took 0.4 s (and blanked the
+            # GIL sampler's view with our own work, so the probes then read
+            # as unmeasured); loading the process pool's module, 3 s.  Wait
+            # for the probes to end: nothing is decided faster meanwhile.
+            with self._lock:
+                state.timer = None
+            return
         features = self._features(state, complete=False)
         if features is None:
             return
@@ -853,6 +865,12 @@ class AutoExecutor(Executor):
             self._arm_deadline(state, max(0.0, self._probe_deadline - _EARLY_LOOK_S), early=False)
             return
         self._settle_decision(state, self._decide(features), provisional=True)
+
+    @staticmethod
+    def _gil_held(state: _FunctionState) -> bool:
+        """Whether the GIL was mostly held while the function's probes ran."""
+        busy = state.tracker.gil_busy()
+        return busy is not None and busy >= 0.5
 
     @staticmethod
     def _gil_free(state: _FunctionState) -> bool:
@@ -1333,11 +1351,16 @@ class AutoExecutor(Executor):
             return None  # hold the batch: the warm re-measurement decides (see _settle_decision)
         route = self._route("process")
         if not route.ready():
-            # Threads sit idle while worker processes start (tens of ms, an
-            # interpreter each): let them take the next batches meanwhile.
             route.ensure_workers(decision.workers)
             route.prestart(decision.workers)
-            return self._on_threads(decision, "on threads while worker processes start")
+            if decision.features.get("wall_s", 0.0) * decision.chunksize <= _THREADS_MEANWHILE_S:
+                # Threads sit idle while worker processes start (tens of ms,
+                # an interpreter each): let them take the next batches meanwhile.
+                return self._on_threads(decision, "on threads while worker processes start")
+            # Longer batches wait for the workers: a batch of 250 ms of pure
+            # Python sent to a thread runs there at the GIL's pace long after
+            # the workers are up (eight such calls ran 2x slower than on a
+            # process pool, every one of them on threads).
         # Committed: the rest of this map (and later ones) need not pay
         # the start-up again, so their tails go there too.
         self._process_used = True
@@ -1444,6 +1467,10 @@ _WARM_CHECK_MAX_S = 0.05
 
 #: How long decision_for() waits for finished probes to be judged.
 _JUDGING_WAIT_S = 1.0
+
+#: Batches up to this long go to threads while worker processes start: a
+#: thread is done with them about when the workers are up (~50 ms here).
+_THREADS_MEANWHILE_S = 0.025
 
 #: When running probes are first looked at: long enough to see whether a
 #: call computes or waits, short enough that waiting calls are not held up.

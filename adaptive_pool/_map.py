@@ -82,10 +82,6 @@ class MapPlan:
         self._in_flight = 0
         self._ahead = 0  # calls dispatched and not yet consumed
         self._window = 2
-        # The sprint decision sized by the probes alone, and how many of
-        # this plan's chunks it sized (see _dispatch_chunk).
-        self._probe_sized: Decision | None = None
-        self._probe_sized_chunks = 0
         self._awaiting_decision = False
         self._closed = False
         self._released = False
@@ -209,17 +205,6 @@ class MapPlan:
         decision = batch_decision
         route = executor._route(decision.backend)  # raises once the executor is closed
         size = executor._batch_size(decision, self._left or decision.chunksize, self._chunksize)
-        if decision.source == "sprint" and (self._probe_sized is None or self._probe_sized is decision):
-            # Until a batch has measured them, tiny calls are sized by the
-            # probes, which read them as dearer than they are (clock reads
-            # cost more than the call).  Each such chunk doubles, so that
-            # the first window holds work enough to last until the control
-            # thread, kept off the GIL by the lane, refills it: 20,000 calls
-            # of 50 ns in chunks of 3,000 left a 0.5 ms gap, a seventh of
-            # the map.  (Measured, the sprint's decision is a new one.)
-            self._probe_sized = decision
-            size <<= min(self._probe_sized_chunks, 3)
-            self._probe_sized_chunks += 1
         calls = self._take(size)
         if not calls:
             return False

@@ -25,6 +25,7 @@ from adaptive_pool._profile import (
     MODEL_FEATURES,
     PROFILES,
     SAFETY_FEATURES,
+    ProbeTracker,
     usable_cores,
 )
 
@@ -286,36 +287,6 @@ def test_a_sprint_over_budget_hands_the_rest_to_the_policy(monkeypatch: pytest.M
     assert len(PROFILES) == 1
 
 
-def test_chunks_sized_by_the_probes_alone_double(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Probes read a tiny call as dearer than it is: until a batch measures
-    # the calls (here never: the sprint's batches go unmeasured), each chunk
-    # doubles, up to eight times the first, so that the first window holds
-    # enough work.
-    import adaptive_pool._policy as policy_module
-
-    monkeypatch.setattr(AutoExecutor, "_sprint_batch", lambda self, fn, batch, more_to_come: None)
-    # Chunks of ~10 us, so that the map goes in many of them.
-    monkeypatch.setattr(policy_module, "SPRINT_CHUNK_S", 1e-5)
-    sizes: list[int] = []
-    real_submit = AutoExecutor._submit_batch
-
-    def submit(self: AutoExecutor, route: Any, batch: Any) -> None:
-        if route.name == "inline":
-            sizes.append(len(batch.calls))
-        real_submit(self, route, batch)
-
-    monkeypatch.setattr(AutoExecutor, "_submit_batch", submit)
-    with AutoExecutor() as ex:
-        ex._get_policy = lambda: HEURISTIC  # type: ignore[method-assign]
-        calls = 40_000
-        assert list(ex.map(tiny, range(calls))) == [x + 1 for x in range(calls)]
-        decision = ex.decision_for(tiny)
-    assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
-    first = sizes[0]
-    assert sizes[:4] == [first, 2 * first, 4 * first, 8 * first], sizes
-    assert all(size <= 8 * first for size in sizes) and sum(sizes) == calls - 2  # two probes
-
-
 def test_a_sprint_over_budget_with_no_calls_left_asks_no_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     # Every call was dispatched before the sprint went over budget: the
     # policy would decide for nothing (and shutdown() would wait for it).
@@ -359,6 +330,26 @@ def test_a_sprint_ending_after_shutdown_asks_no_policy(monkeypatch: pytest.Monke
     assert asked == []
     decision = ex.decision_for(tiny)
     assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
+
+
+def test_probes_holding_the_gil_are_not_judged_until_they_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Beside probes that hold the GIL, the control thread is starved: its
+    # looks at running probes wait until they end.  The GIL is made to read
+    # as busy; the probes nap (so they run long enough to be looked at).
+    monkeypatch.setattr(ProbeTracker, "gil_busy", lambda self: 0.9)
+    looked: list[bool] = []
+    real_features = AutoExecutor._features
+
+    def features(self: AutoExecutor, state: Any, *, complete: bool) -> Any:
+        looked.append(complete)
+        return real_features(self, state, complete=complete)
+
+    monkeypatch.setattr(AutoExecutor, "_features", features)
+    with AutoExecutor(probe_deadline=0.02) as ex:
+        assert list(ex.map(nap, [0.15] * 4)) == [0.15] * 4
+        decision = ex.decision_for(nap)
+    assert False not in looked  # only finished probes were judged
+    assert decision is not None and decision.features["complete"] == 1.0
 
 
 class SlowPolicy(RecordingPolicy):
