@@ -352,6 +352,17 @@ def test_probes_holding_the_gil_are_not_judged_until_they_end(monkeypatch: pytes
     assert decision is not None and decision.features["complete"] == 1.0
 
 
+@pytest.mark.parametrize(("call_s", "backend"), [(0.25, "process"), (0.002, "thread")])
+def test_while_worker_processes_start_only_short_batches_go_to_threads(call_s: float, backend: str) -> None:
+    # Threads take batches that end about when the workers are up; a long
+    # pure-Python call there would hold up the map long after.
+    features = dict(wall_s=call_s, cpu_s=call_s, cpu_ratio=1.0, gil_hold=1.0, gil_cpu_share=1.0, usable_cores=2.0)
+    decision = Decision("process", 2, 1, features, "model", 0.9, "pure Python")
+    with AutoExecutor(2) as ex:
+        batch_decision = ex._for_batch(python_loop, decision, 1000)
+        assert batch_decision is not None and batch_decision.backend == backend
+
+
 class SlowPolicy(RecordingPolicy):
     """A policy that takes its time (a model file to read, a slow disk)."""
 
