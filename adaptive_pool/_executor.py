@@ -836,17 +836,18 @@ class AutoExecutor(Executor):
                 # (or the probes finishing) set it.
                 state.timer = None
                 return
-        if self._gil_held(state):
+        age = state.tracker.running_for()
+        if age is not None and age < _GIL_HELD_PATIENCE_S and self._gil_held(state):
             # Probes holding the GIL starve this thread: each time it gives
             # the GIL up (a lock, a file read) it waits a switch interval or
             # more to get it back, and importing a module takes hundreds of
             # such waits.  Reading features, facts and a model beside two
             # probes of 250 ms of pure Python took 0.4 s (and blanked the
             # GIL sampler's view with our own work, so the probes then read
-            # as unmeasured); loading the process pool's module, 3 s.  Wait
-            # for the probes to end: nothing is decided faster meanwhile.
-            with self._lock:
-                state.timer = None
+            # as unmeasured); loading the process pool's module, 3 s.  So
+            # look again once they are twice as old, most likely ended by
+            # then; probes that go on and on are judged starved or not.
+            self._arm_deadline(state, max(self._probe_deadline, age), early=False)
             return
         features = self._features(state, complete=False)
         if features is None:
@@ -1467,6 +1468,10 @@ _WARM_CHECK_MAX_S = 0.05
 
 #: How long decision_for() waits for finished probes to be judged.
 _JUDGING_WAIT_S = 1.0
+
+#: Running probes that hold the GIL are left alone until they have run
+#: this long (see _probe_deadline_hit).
+_GIL_HELD_PATIENCE_S = 1.0
 
 #: Batches up to this long go to threads while worker processes start: a
 #: thread is done with them about when the workers are up (~50 ms here).

@@ -597,6 +597,12 @@ class ProbeTracker:
         with self._lock:
             self._running.pop(token, None)
 
+    def running_for(self) -> float | None:
+        """Seconds since the first running probe began (None: none runs)."""
+        with self._lock:
+            starts = [wall0 for _, _, wall0, _, _ in self._running.values()]
+        return time.perf_counter() - min(starts) if starts else None
+
     def gil_busy(self) -> float | None:
         """Share of the time since the first running probe began in which
         the GIL was held by any thread (None: nothing running, or too little
