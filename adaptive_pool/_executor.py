@@ -75,6 +75,11 @@ from ._profile import (
     summarize,
     usable_cores,
 )
+# Loaded with the package rather than by the first decision, as are pickle
+# and dis (see _profile): reading a function's pickle and byte code and a
+# model file cost the first map 5-15 ms of imports on its clock, and beside
+# probes that hold the GIL each file an import read cost a switch interval.
+from ._model import load_policy
 from ._routes import ForeignProcessRoute, InlineRoute, ProcessRoute, Route, ThreadRoute
 
 __all__ = ["AutoExecutor", "pin"]
@@ -985,8 +990,6 @@ class AutoExecutor(Executor):
         if self._policy is None:
             with self._policy_lock:
                 if self._policy is None:
-                    from ._model import load_policy
-
                     self._policy = load_policy(self._model)
         return self._policy
 

@@ -13,8 +13,10 @@ whether the process route is allowed at all and are never left to a model.
 
 from __future__ import annotations
 
+import dis  # dis and pickle: loaded with the package (see _executor's imports)
 import logging
 import os
+import pickle
 import threading
 import time
 import types
@@ -172,8 +174,6 @@ def _sum_sizes(items: Iterable[Any], depth: int) -> int | None:
 
 
 def _pickle_size(obj: Any) -> int | None:
-    import pickle  # only once a probe ends: a program that never probes never pays
-
     buffers: list[int] = []
 
     def count(buf: "pickle.PickleBuffer") -> bool:
@@ -197,8 +197,6 @@ def _pickle_size(obj: Any) -> int | None:
 
 def function_picklable(fn: Callable[..., Any]) -> bool:
     """Whether ``fn`` can be sent to a worker process (with cloudpickle)."""
-    import pickle
-
     try:
         pickle.dumps(fn, protocol=5)
         module = getattr(underlying_function(fn), "__module__", None)
@@ -245,8 +243,6 @@ def static_effects(fn: Callable[..., Any]) -> StaticEffects:
     the first calls are still running keep side-effect-only functions off the
     process route before any result has been seen.
     """
-    import dis  # costs milliseconds: only once a function is decided
-
     inner = underlying_function(fn)
     code = getattr(inner, "__code__", None)
     if not isinstance(code, types.CodeType):
