@@ -593,11 +593,15 @@ class ProbeTracker:
         with self._lock:
             self._running.pop(token, None)
 
-    def running_for(self) -> float | None:
-        """Seconds since the first running probe began (None: none runs)."""
+    def _first_start(self) -> float | None:
         with self._lock:
             starts = [wall0 for _, _, wall0, _, _ in self._running.values()]
-        return time.perf_counter() - min(starts) if starts else None
+        return min(starts) if starts else None
+
+    def running_for(self) -> float | None:
+        """Seconds since the first running probe began (None: none runs)."""
+        start = self._first_start()
+        return None if start is None else time.perf_counter() - start
 
     def gil_busy(self) -> float | None:
         """Share of the time since the first running probe began in which
@@ -605,11 +609,8 @@ class ProbeTracker:
         seen).  Unlike a sample's ``gil_hold``, not capped by the probe's own
         CPU share: a probe kept off a busy GIL by other threads reads as
         idle, and this says the GIL was busy meanwhile."""
-        with self._lock:
-            starts = [wall0 for _, _, wall0, _, _ in self._running.values()]
-        if not starts:
-            return None
-        return self._monitor.hold_between(min(starts), time.perf_counter())
+        start = self._first_start()
+        return None if start is None else self._monitor.hold_between(start, time.perf_counter())
 
     def snapshot(self) -> list[CallSample]:
         """Partial samples of the probes still running (may be empty)."""

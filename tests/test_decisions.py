@@ -199,7 +199,7 @@ class RecordingPolicy:
 def test_injected_policy_gets_every_feature_and_decides() -> None:
     policy = RecordingPolicy("inline")
     with AutoExecutor(policy=policy) as ex:
-        assert list(ex.map(tiny, range(50))) == [x + 1 for x in range(50)]
+        map_tiny(ex, 50)
         decision = ex.decision_for(tiny)
     assert decision is not None
     assert (decision.backend, decision.source, decision.confidence) == ("inline", "model", 0.75)
@@ -234,11 +234,23 @@ def test_new_executor_reuses_the_process_wide_profile() -> None:
         assert ex.decision_for(nap) is None
 
 
+def count_policy_reads(ex: AutoExecutor) -> list[int]:
+    """Have ``ex`` note each time it gets its policy (reading a model file,
+    but for the heuristic here); the list returned fills as it does."""
+    asked: list[int] = []
+    ex._get_policy = lambda: asked.append(1) or HEURISTIC  # type: ignore[method-assign]
+    return asked
+
+
+def map_tiny(ex: AutoExecutor, calls: int) -> None:
+    """Map ``tiny`` over ``calls`` inputs and check every result."""
+    assert list(ex.map(tiny, range(calls))) == [x + 1 for x in range(calls)]
+
+
 def test_a_short_map_of_tiny_calls_runs_inline_without_asking_a_policy() -> None:
     with AutoExecutor() as ex:
-        asked: list[int] = []
-        ex._get_policy = lambda: asked.append(1) or HEURISTIC  # type: ignore[method-assign]
-        assert list(ex.map(tiny, range(3000))) == [x + 1 for x in range(3000)]
+        asked = count_policy_reads(ex)
+        map_tiny(ex, 3000)
         decision = ex.decision_for(tiny)
     assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
     assert decision.chunksize > 1
@@ -248,8 +260,7 @@ def test_a_short_map_of_tiny_calls_runs_inline_without_asking_a_policy() -> None
 
 def test_work_the_rules_leave_to_threads_is_decided_without_a_policy() -> None:
     with AutoExecutor() as ex:
-        asked: list[int] = []
-        ex._get_policy = lambda: asked.append(1) or HEURISTIC  # type: ignore[method-assign]
+        asked = count_policy_reads(ex)
         decision = decided(ex, nap, [0.01] * 6)
     assert (decision.backend, decision.source) == ("thread", "rule"), str(decision)
     assert asked == []  # no model read: there was nothing to choose
@@ -272,7 +283,7 @@ def map_past_a_sprint(monkeypatch: pytest.MonkeyPatch, policy: RecordingPolicy, 
     monkeypatch.setattr(policy_module, "SPRINT_CHUNK_S", 1e-6)
     with AutoExecutor() as ex:
         ex._get_policy = lambda: policy  # type: ignore[method-assign]
-        assert list(ex.map(tiny, range(calls))) == [x + 1 for x in range(calls)]
+        map_tiny(ex, calls)
         return ex.decision_for(tiny)
 
 
@@ -294,9 +305,8 @@ def test_a_sprint_over_budget_with_no_calls_left_asks_no_policy(monkeypatch: pyt
 
     monkeypatch.setattr(executor_module, "SPRINT_BUDGET_S", 1e-6)
     with AutoExecutor() as ex:
-        asked: list[int] = []
-        ex._get_policy = lambda: asked.append(1) or HEURISTIC  # type: ignore[method-assign]
-        assert list(ex.map(tiny, range(50))) == [x + 1 for x in range(50)]
+        asked = count_policy_reads(ex)
+        map_tiny(ex, 50)
         decision = ex.decision_for(tiny)
     assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
     assert asked == []
@@ -321,9 +331,8 @@ def test_a_sprint_ending_after_shutdown_asks_no_policy(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(AutoExecutor, "_end_sprint", end_when_free)
     ex = AutoExecutor()
-    asked: list[int] = []
-    ex._get_policy = lambda: asked.append(1) or HEURISTIC  # type: ignore[method-assign]
-    assert list(ex.map(tiny, range(2000))) == [x + 1 for x in range(2000)]
+    asked = count_policy_reads(ex)
+    map_tiny(ex, 2000)
     ex.shutdown(wait=False)
     busy.set()
     ex.shutdown(wait=True)
