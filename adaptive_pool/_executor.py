@@ -1284,7 +1284,13 @@ class AutoExecutor(Executor):
                 self._idle.notify_all()
             close = idle and not self._routes_closed
         if close:
-            threading.Thread(target=self._close_routes, args=(False,), daemon=True).start()
+            try:
+                threading.Thread(target=self._close_routes, args=(False,), daemon=True).start()
+            except RuntimeError:
+                # No new thread (Python 3.12+ refuses them once the
+                # interpreter is exiting, which is when a dropped executor's
+                # last batch often ends): close here; nothing is waited for.
+                self._close_routes(False)
 
     def _unfinished(self) -> int:
         """Work accepted and not yet finished (the lock held)."""
