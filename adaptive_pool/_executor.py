@@ -842,7 +842,7 @@ class AutoExecutor(Executor):
                 state.timer = None
                 return
         age = state.tracker.running_for()
-        if age is not None and age < _GIL_HELD_PATIENCE_S and self._gil_held(state):
+        if age is not None and age < _GIL_HELD_PATIENCE_S and self._gil_mostly(state, held=True):
             # Probes holding the GIL starve this thread: each time it gives
             # the GIL up (a lock, a file read) it waits a switch interval or
             # more to get it back, and importing a module takes hundreds of
@@ -863,7 +863,7 @@ class AutoExecutor(Executor):
             # just as idle as one that sleeps (a pure-Python probe read cpu
             # 1% of wall under load, and its map went to threads).  Its own
             # gil_hold cannot tell: it is capped by its CPU share.
-            if waiting_calls and features["wait_ratio"] > 0.9 and features["gil_measured"] and self._gil_free(state):
+            if waiting_calls and features["wait_ratio"] > 0.9 and features["gil_measured"] and self._gil_mostly(state, held=False):
                 self._settle_decision(state, self._decide(features), provisional=True)
                 return
             if self._looks_like_processes(features, state):
@@ -873,16 +873,11 @@ class AutoExecutor(Executor):
         self._settle_decision(state, self._decide(features), provisional=True)
 
     @staticmethod
-    def _gil_held(state: _FunctionState) -> bool:
-        """Whether the GIL was mostly held while the function's probes ran."""
+    def _gil_mostly(state: _FunctionState, held: bool) -> bool:
+        """Whether the GIL was mostly held (``held``) or mostly free while the
+        function's probes ran; False when the sampler saw too little to say."""
         busy = state.tracker.gil_busy()
-        return busy is not None and busy >= 0.5
-
-    @staticmethod
-    def _gil_free(state: _FunctionState) -> bool:
-        """Whether the GIL was mostly free while the function's probes ran."""
-        busy = state.tracker.gil_busy()
-        return busy is not None and busy < 0.5
+        return busy is not None and (busy >= 0.5) == held
 
     def _looks_like_processes(self, features: Mapping[str, float], state: _FunctionState) -> bool:
         """Probes that compute holding the GIL, whose work may go to processes.
