@@ -568,8 +568,7 @@ def test_executor_dropped_without_shutdown(route: str) -> None:
 @pytest.mark.parametrize("route", ["threads", "processes"])
 def test_interpreter_exit_finishes_pending_work(route: str) -> None:
     report, stderr = run_scenario("exit_with_pending", route=route)
-    with open(report["log"]) as fh:
-        ran = sorted(int(line) for line in fh)
+    ran = sorted(int(line) for line in report["log"])
     assert ran == list(range(6))
     assert stderr == ""
 
