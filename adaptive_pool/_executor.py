@@ -61,6 +61,7 @@ from ._policy import (
     size_chunks,
     size_workers,
     sprint_decision,
+    watch_for_computing,
 )
 from ._profile import (
     PROFILES,
@@ -122,6 +123,7 @@ class _FunctionState:
         "facts",
         "facts_lock",
         "fn",
+        "held",
         "judging",
         "key",
         "listeners",
@@ -132,11 +134,13 @@ class _FunctionState:
         "probes_started",
         "provisional",
         "reprobe",
+        "round",
         "samples",
         "sprint",
         "timer",
         "tracker",
         "warm_checked",
+        "watch_spent",
     )
 
     def __init__(self, key: Hashable, name: str, monitor: GilMonitor) -> None:
@@ -171,6 +175,13 @@ class _FunctionState:
         # True while the decided function is measured again because its cost
         # changed: the next calls are probes, the others keep the old route.
         self.reprobe = False
+        # True while maps hold the function's calls until it is measured
+        # again (see _computing); once only, per function and executor.
+        self.held = False
+        self.watch_spent = False
+        # Counts the times the function was measured again: a probe of an
+        # earlier round, still running then, is not judged with the new ones.
+        self.round = 0
         # True once a decision for processes was checked on warm calls.
         self.warm_checked = False
         # While its tiny calls run inline before any decision (see
@@ -625,18 +636,20 @@ class AutoExecutor(Executor):
             with self._lock:
                 state.judging += 1
             # None: cancelled before it ran; another call probes instead.
-            self._on_control(self._probe_finished, state, box[0] if box else None)
+            self._on_control(self._probe_finished, state, box[0] if box else None, probe_round)
             self._batch_done(batch)
 
         self._control()  # started here, not by the worker that runs the probe
+        probe_round = state.round
         batch = Batch(fn, [call], [future], on_done=done, invoke=invoke)
         # Start the GIL sampler now, so it is awake when the probe runs.
         self._monitor.acquire()
         self._submit_batch(self._route("thread"), batch)
 
-    def _probe_finished(self, state: _FunctionState, sample: CallSample | None) -> None:
+    def _probe_finished(self, state: _FunctionState, sample: CallSample | None, probe_round: int) -> None:
         try:
-            self._judge_probe(state, sample)
+            if probe_round == state.round:  # else it ran before the function was measured again
+                self._judge_probe(state, sample)
         finally:
             self._judging_done(state)
 
@@ -1002,7 +1015,7 @@ class AutoExecutor(Executor):
                 return
             state.decision = decision
             state.provisional = provisional
-            state.reprobe = False
+            state.reprobe = state.held = False
             if remeasure:
                 # Probes are a function's first calls: imports, connections
                 # and cold caches make them look dearer and more GIL-bound
@@ -1337,6 +1350,8 @@ class AutoExecutor(Executor):
         saves, so such a tail stays on threads.  A pool the user handed in
         (``process_executor``) is running already.
         """
+        if decision.source != "forced" and self._held(fn):
+            return None  # see _computing
         if (
             decision.backend != "process"
             or decision.source == "forced"
@@ -1420,13 +1435,60 @@ class AutoExecutor(Executor):
             state.drift += 1
             if state.drift < 2:  # one odd batch is noise; two in a row is a change
                 return
-            state.drift = 0
-            # Keep the decision in force (nothing waits, decision_for still
-            # answers) while the next calls are measured again.
-            state.reprobe = True
-            state.probes_started = state.probes_done = 0
-            state.samples = []
+            # Keep the decision in force (decision_for still answers) while
+            # the next calls are measured again; a map of threads sized for
+            # waiting holds its other calls meanwhile (see _computing), as
+            # calls that now compute would form a convoy on the GIL there.
+            self._measure_again(state, held=watch_for_computing(decision) and not state.watch_spent)
         logger.debug("adaptive_pool: %s: %s; probing again", state.name, why)
+
+    def _computing(self, fn: Callable[..., Any], why: str) -> None:
+        """A map's batch still running on threads sized for waiting shows
+        ``fn`` computing (``why``): have its maps hold their other calls
+        rather than add them to a convoy on the GIL, and measure it again.
+
+        Its next calls are probes, and its maps' other calls wait for their
+        verdict (see _for_batch); probes still running from before (the
+        decision may be their early look's) are not judged.  Nothing is done
+        if the function is no longer on threads, is being measured already,
+        or was held once before: a function whose calls vary, waiting on the
+        whole, is not stopped again and again.
+        """
+        state = self._states.get(function_key(fn))
+        control = self._control()
+        if state is None or control is None:
+            return
+        with self._lock:
+            decision = state.decision
+            if decision is None or not watch_for_computing(decision) or state.reprobe or state.watch_spent:
+                return
+            self._measure_again(state, held=True)
+            provisional = state.provisional
+        logger.debug("adaptive_pool: %s: %s; its other calls held until it is measured again", state.name, why)
+        # Probes that wait for a call held back must not hold the map for ever.
+        control.call_later(_COMPUTING_HOLD_MAX_S, _weak_method(self._computing_overdue), state, decision, provisional)
+
+    def _computing_overdue(self, state: _FunctionState, decision: Decision, provisional: bool) -> None:
+        """The hold of :meth:`_computing` lasted too long: the decision stands."""
+        with self._lock:
+            if not (state.held and state.decision is decision):
+                return
+        self._settle_decision(state, decision, provisional=provisional)
+
+    @staticmethod
+    def _measure_again(state: _FunctionState, *, held: bool) -> None:
+        """Have the function's next calls probed (called with the lock held)."""
+        state.drift = 0
+        state.reprobe = True
+        state.held = held
+        state.watch_spent = state.watch_spent or held
+        state.round += 1
+        state.probes_started = state.probes_done = 0
+        state.samples = []
+
+    def _held(self, fn: Callable[..., Any]) -> bool:
+        state = self._states.get(function_key(fn))
+        return state is not None and state.held
 
     @property
     def _threads(self) -> set[threading.Thread]:
@@ -1469,6 +1531,10 @@ _UNREAD_EFFECTS = StaticEffects(may_return_value=None, writes_shared_state=False
 #: shorter than this: one-time costs (imports, page faults) weigh little in
 #: longer ones, and holding a map for a warm call would cost a whole call.
 _WARM_CHECK_MAX_S = 0.05
+
+#: At most this long a map holds its calls while a function caught computing
+#: on threads sized for waiting is measured again (see _computing).
+_COMPUTING_HOLD_MAX_S = 0.25
 
 #: How long decision_for() waits for finished probes to be judged.
 _JUDGING_WAIT_S = 1.0

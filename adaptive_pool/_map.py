@@ -14,6 +14,7 @@ counted from the call to ``map``.
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -22,12 +23,16 @@ from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import TYPE_CHECKING, Any, cast
 
 from ._batch import Batch, Outcomes, as_calls
-from ._policy import Decision
+from ._policy import Decision, computing_now, watch_for_computing
 
 if TYPE_CHECKING:
     from ._executor import AutoExecutor
 
 __all__ = ["MapPlan", "map_results"]
+
+#: Running batches whose CPU clocks one look reads at most (the latest
+#: sent): a read costs a system call (~1.5 us).
+WATCH_READS = 128
 
 
 class _Chunk:
@@ -88,6 +93,9 @@ class MapPlan:
         self._error: BaseException | None = None
         self._pump_lock = threading.Lock()
         self._pump_again = False
+        # Batches sent to threads sized for waiting, still running, and the
+        # decision that sent each (see _computing_caught).
+        self._watched: dict[Batch, Decision] = {}
         executor._count(1)  # the plan keeps shutdown(wait=True) waiting
 
     # -- producer side ------------------------------------------------------
@@ -110,6 +118,7 @@ class MapPlan:
                 return
 
     def _dispatch_while_allowed(self) -> None:
+        sent_at: float | None = None  # when this loop last began sending a batch
         while True:
             with self._cond:
                 executor = self._executor
@@ -128,8 +137,43 @@ class MapPlan:
                 # alone (as probes); the rest keeps the route in force.
                 self._dispatch_probes(executor, probes_wanted, wait=False)
                 continue
+            now = time.perf_counter()
+            if sent_at is not None and now - sent_at >= 0.5 * sys.getswitchinterval() and self._watched:
+                # This loop lost the GIL while sending the last batch, as
+                # calls holding it make it do: see _computing_caught.
+                sent_at = None
+                if self._computing_caught(executor):
+                    continue  # measured again: probes go first
             if not self._dispatch_chunk(executor, decision):
                 return
+            sent_at = now
+
+    def _computing_caught(self, executor: AutoExecutor) -> bool:
+        """Whether a batch still running on threads sized for waiting
+        computes instead (see watch_for_computing); if so, the function is
+        measured again, its other calls held until it is judged.
+
+        Looked at when sending a batch lost the GIL for half a switch
+        interval or more, which is what calls holding the GIL do to the
+        thread sending them: the batches sent last are the suspects, and
+        the plan stops adding to their convoy.  (A look from a timer or a
+        finished batch came too late: beside such a convoy this code gets
+        the GIL back a switch interval after each time it lets go, and
+        every call had been sent to threads long before.)
+        """
+        with self._cond:
+            suspects = list(self._watched.items())[-WATCH_READS:]
+        why = None
+        for batch, decision in reversed(suspects):
+            used = batch.cpu_so_far()
+            why = None if used is None else computing_now(decision, used[1], used[0])
+            if why is not None:
+                break
+        del suspects
+        if why is None:
+            return False
+        executor._computing(self._fn, why)
+        return True
 
     def _take(self, size: int) -> list[Any]:
         if self._buffersize is not None:
@@ -221,12 +265,17 @@ class MapPlan:
             spread=self._spread,
         )
         assert batch.outcomes is not None
+        watched = watch_for_computing(decision)
+        if watched:
+            batch.watch()
         with self._cond:
             # Two batches per worker keep each busy while the control thread
             # builds the next; the inline lane runs batches of microsecond
             # calls that may be over before that thread wakes (0.2-0.5 ms).
             self._window = 4 if decision.backend == "inline" else max(2, 2 * decision.workers)
             self._in_flight += 1
+            if watched:
+                self._watched[batch] = decision
         executor._count(1)
         self._publish([_Chunk(future, batch.outcomes, len(calls))])
         route.ensure_workers(decision.workers)
@@ -238,6 +287,7 @@ class MapPlan:
         executor._observe(self._fn, decision, batch, more_to_come=not self._source_done)
         with self._cond:
             self._in_flight -= 1
+            self._watched.pop(batch, None)
         # Not self.pump() here, in the worker thread that ran the batch: the
         # next batches are built on the executor's control thread (see
         # adaptive_pool._control for why).

@@ -25,6 +25,7 @@ __all__ = [
     "HeuristicPolicy",
     "Policy",
     "allowed_routes",
+    "computing_now",
     "cost_changed",
     "decide",
     "forced_decision",
@@ -36,6 +37,7 @@ __all__ = [
     "process_pays_off",
     "rule_decision",
     "sprint_decision",
+    "watch_for_computing",
 ]
 
 Backend = Literal["inline", "thread", "process"]
@@ -395,6 +397,32 @@ def cost_changed(decision: Decision, calls: int, elapsed_s: float, cpu_s: float 
     low, high = sorted((observed, expected))
     if high - low >= DRIFT_MIN_S and high > DRIFT_FACTOR * low:
         return f"{what} time per call went from {_duration(expected)} to {_duration(observed)}"
+    return None
+
+
+def watch_for_computing(decision: Decision) -> bool:
+    """Whether a map's batches sent by ``decision`` are watched while they
+    run (see :func:`computing_now`): threads sized for work that mostly waits.
+
+    Many threads are started for such work at once.  Should its calls turn
+    to computing in Python, they form a convoy on the GIL in which none ends
+    for a long time, and the finished batches that :func:`cost_changed`
+    judges come only once every call has been sent to threads.
+    """
+    return decision.backend == "thread" and decision.features.get("wait_ratio", 0.0) >= MOSTLY_WAITING
+
+
+def computing_now(decision: Decision, calls: int, cpu_used: float) -> str | None:
+    """Why a batch of ``calls`` still running, which has used ``cpu_used``
+    seconds of CPU lately, shows its function computing where the decision
+    measured it waiting; None if it does not (yet).
+
+    The test of :func:`cost_changed`, made on a batch that has not ended,
+    against what the whole batch was expected to use.
+    """
+    expected = decision.features.get("cpu_s", 0.0) * calls
+    if cpu_used - expected >= DRIFT_MIN_S and cpu_used > DRIFT_FACTOR * expected:
+        return f"a running batch of {calls} call(s) used {_duration(cpu_used)} of CPU ({_duration(expected)} expected)"
     return None
 
 
