@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import os
 import threading
 import time
@@ -508,6 +509,68 @@ def test_a_function_whose_cost_changes_is_measured_again_in_order() -> None:
     # Measured again: the decision now rests on calls that compute.
     assert decided_last is not None and decided_last is not decided_first
     assert decided_last.features["cpu_s"] > 4 * decided_first.features["cpu_s"]
+
+
+def sleeps_then_computes_when(item: tuple[str, float]) -> tuple[float, float]:
+    return time.time(), sleeps_then_computes(item)
+
+
+@multicore
+def test_calls_that_turn_to_computing_on_many_threads_are_held(caplog: pytest.LogCaptureFixture) -> None:
+    # The first calls wait, so the map runs on threads sized for waiting
+    # (128): then its calls turn to pure Python. Sending them all to those
+    # threads would make a convoy on the GIL; the map catches one computing
+    # while it runs, holds the others and measures the function again.
+    reset_profiles()
+    items = [("sleep", 0.02)] * 40 + [("loop", 400_000.0)] * 40
+    with caplog.at_level(logging.DEBUG, logger="adaptive_pool"):
+        with AutoExecutor(policy=HeuristicPolicy()) as ex:
+            results = list(ex.map(sleeps_then_computes_when, items))
+            decided = ex.decision_for(sleeps_then_computes_when)
+    assert [value for _, value in results] == [
+        sleeps_then_computes(item) if item[0] == "loop" else 0.02 for item in items
+    ]
+    assert "-> thread x128" in caplog.text  # the first decision, from the sleeps
+    held = [r.created for r in caplog.records if "held until it is measured again" in r.getMessage()]
+    assert held, "no running batch was caught computing"
+    started_before = sum(started < held[0] for started, _ in results[-40:])
+    assert started_before <= 4, f"{started_before} of 40 loops had started on threads before the hold"
+    # Measured again: the decision rests on calls that compute (processes,
+    # unless a loaded machine misreads the GIL: not this test's subject).
+    assert decided is not None and decided.features["cpu_s"] > 0.002
+
+
+def waits_for_a_file_or_computes(item: tuple[str, str]) -> str:
+    kind, path = item
+    if kind == "compute":
+        python_loop(LOOP)
+    elif kind == "wait":
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.001)
+    elif kind == "touch":
+        open(path, "w").close()
+    else:
+        time.sleep(0.01)
+    return kind
+
+
+def test_calls_held_while_measured_again_cannot_deadlock(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    # Calls on threads sized for waiting turn to computing: the next calls
+    # are measured while the others are held. Those probes wait for a file
+    # that only the map's last call creates; the hold must give way.
+    reset_profiles()
+    path = str(tmp_path / "flag")
+    # Many waiting calls after the one that computes: while they are sent
+    # (each starting a thread), the one computing holds the GIL and is caught.
+    items = [("sleep", path)] * 20 + [("compute", path)] + [("wait", path)] * 60 + [("touch", path)]
+    with caplog.at_level(logging.DEBUG, logger="adaptive_pool"):
+        with AutoExecutor(require="sharedmem") as ex:
+            assert list(ex.map(waits_for_a_file_or_computes, items)) == [kind for kind, _ in items]
+    if "held until it is measured again" not in caplog.text:
+        # A loaded machine can keep the computing call off the CPU until
+        # every call was sent: then nothing was held, nothing to test.
+        pytest.skip("the computing call was not caught while the map's calls were sent")
 
 
 _COLD_CALLS = itertools.count()

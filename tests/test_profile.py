@@ -9,14 +9,17 @@ import pickle
 import threading
 import time
 import weakref
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
 
 from adaptive_pool import Decision, HeuristicPolicy
 from adaptive_pool._identity import describe, function_key, is_coroutine_function
+from adaptive_pool._batch import Batch
 from adaptive_pool._policy import (
     Choice,
+    computing_now,
     cost_changed,
     decide,
     overturns_processes,
@@ -25,6 +28,7 @@ from adaptive_pool._policy import (
     process_pays_off,
     size_chunks,
     size_workers,
+    watch_for_computing,
 )
 from adaptive_pool._profile import (
     MODEL_FEATURES,
@@ -387,6 +391,48 @@ def test_which_changes_in_cost_call_for_measuring_again() -> None:
     in_processes = Decision("process", 2, 1, features(wall_s=0.02, cpu_s=0.02))
     assert cost_changed(in_processes, calls=10, elapsed_s=0.01, cpu_s=None)
     assert cost_changed(in_processes, calls=10, elapsed_s=2.0, cpu_s=None) is None
+
+
+def test_which_running_batches_are_watched_and_caught_computing() -> None:
+    waits = features(wall_s=0.02, cpu_s=0.0001, cpu_ratio=0.005, wait_ratio=0.995)
+    on_threads = Decision("thread", 128, 1, waits)
+    assert watch_for_computing(on_threads)
+    # Computing work is expected to compute; processes run elsewhere.
+    assert not watch_for_computing(Decision("thread", 6, 1, features(wall_s=0.002, cpu_s=0.002)))
+    assert not watch_for_computing(Decision("process", 2, 1, waits))
+    # 5 ms of CPU where 0.1 ms a call was measured: caught.
+    assert computing_now(on_threads, calls=1, cpu_used=0.005)
+    # Within the factor, or too little to matter: not (yet).
+    assert computing_now(on_threads, calls=10, cpu_used=0.003) is None
+    assert computing_now(on_threads, calls=1, cpu_used=0.0008) is None
+
+
+@pytest.mark.skipif(not hasattr(time, "pthread_getcpuclockid"), reason="needs other threads' CPU clocks")
+def test_a_watched_batch_reports_the_cpu_it_uses_while_it_runs() -> None:
+    release = threading.Event()
+
+    def spin(_: int) -> None:
+        while not release.is_set():
+            pass
+
+    unwatched = Batch(spin, [((0,), {})], [Future()])
+    watched = Batch(spin, [((0,), {})], [Future()])
+    watched.watch()
+    assert watched.cpu_so_far() is None  # not running yet
+    worker = threading.Thread(target=watched.run_here)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        used = watched.cpu_so_far()
+        while (used is None or used[0] < 0.01) and time.monotonic() < deadline:
+            time.sleep(0.005)
+            used = watched.cpu_so_far()
+        assert used is not None and used[0] >= 0.01 and used[1] == 1
+        assert unwatched.cpu_so_far() is None
+    finally:
+        release.set()
+        worker.join()
+    assert watched.cpu_so_far() is None  # finished
 
 
 def test_an_unmeasured_gil_does_not_keep_work_from_processes() -> None:
