@@ -570,7 +570,7 @@ def test_calls_held_while_measured_again_cannot_deadlock(tmp_path: Any, caplog: 
     if "held until it is measured again" not in caplog.text:
         # A loaded machine can keep the computing call off the CPU until
         # every call was sent: then nothing was held, nothing to test.
-        pytest.skip("the computing call was not caught while the map's calls were sent")
+        pytest.skip("the computing call was not caught while the map's calls were sent: " + caplog.text[-600:])
 
 
 _COLD_CALLS = itertools.count()
