@@ -1439,8 +1439,12 @@ class AutoExecutor(Executor):
             # the next calls are measured again; a map of threads sized for
             # waiting holds its other calls meanwhile (see _computing), as
             # calls that now compute would form a convoy on the GIL there.
-            self._measure_again(state, held=watch_for_computing(decision) and not state.watch_spent)
+            held = watch_for_computing(decision) and not state.watch_spent
+            self._measure_again(state, held=held)
+            provisional = state.provisional
         logger.debug("adaptive_pool: %s: %s; probing again", state.name, why)
+        if held:
+            self._limit_hold(state, decision, provisional)
 
     def _computing(self, fn: Callable[..., Any], why: str) -> None:
         """A map's batch still running on threads sized for waiting shows
@@ -1455,8 +1459,7 @@ class AutoExecutor(Executor):
         whole, is not stopped again and again.
         """
         state = self._states.get(function_key(fn))
-        control = self._control()
-        if state is None or control is None:
+        if state is None:
             return
         with self._lock:
             decision = state.decision
@@ -1465,11 +1468,16 @@ class AutoExecutor(Executor):
             self._measure_again(state, held=True)
             provisional = state.provisional
         logger.debug("adaptive_pool: %s: %s; its other calls held until it is measured again", state.name, why)
-        # Probes that wait for a call held back must not hold the map for ever.
-        control.call_later(_COMPUTING_HOLD_MAX_S, _weak_method(self._computing_overdue), state, decision, provisional)
+        self._limit_hold(state, decision, provisional)
 
-    def _computing_overdue(self, state: _FunctionState, decision: Decision, provisional: bool) -> None:
-        """The hold of :meth:`_computing` lasted too long: the decision stands."""
+    def _limit_hold(self, state: _FunctionState, decision: Decision, provisional: bool) -> None:
+        """Probes waiting for a call held back must not hold a map for ever:
+        past :data:`_COMPUTING_HOLD_MAX_S`, the decision stands as it was."""
+        control = self._control()
+        if control is not None:
+            control.call_later(_COMPUTING_HOLD_MAX_S, _weak_method(self._hold_overdue), state, decision, provisional)
+
+    def _hold_overdue(self, state: _FunctionState, decision: Decision, provisional: bool) -> None:
         with self._lock:
             if not (state.held and state.decision is decision):
                 return

@@ -155,8 +155,9 @@ class MapPlan:
 
         Looked at when sending a batch lost the GIL for half a switch
         interval or more, which is what calls holding the GIL do to the
-        thread sending them: the batches sent last are the suspects, and
-        the plan stops adding to their convoy.  (A look from a timer or a
+        thread sending them: the running batches are the suspects (the
+        latest :data:`WATCH_READS`), and the plan stops adding to their
+        convoy.  (A look from a timer or a
         finished batch came too late: beside such a convoy this code gets
         the GIL back a switch interval after each time it lets go, and
         every call had been sent to threads long before.)
