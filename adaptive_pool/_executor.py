@@ -733,17 +733,24 @@ class AutoExecutor(Executor):
         if warm_check:
             # Warm probes that take long (or wait for calls still held)
             # must not hold the map: past this, the first decision stands.
-            delay = max(self._probe_deadline, 4 * decision.features.get("wall_s", 0.0))
-            control = self._control()
-            if control is not None:
-                control.call_later(delay, _weak_method(self._warm_check_overdue), state, decision)
+            self._limit_remeasure(state, decision, max(self._probe_deadline, 4 * decision.features.get("wall_s", 0.0)))
 
-    def _warm_check_overdue(self, state: _FunctionState, decision: Decision) -> None:
-        """The warm probes are late: the first decision stands; held maps go on."""
+    def _limit_remeasure(self, state: _FunctionState, decision: Decision, delay: float, provisional: bool = False) -> None:
+        """Have ``decision`` stand as it was (``provisional`` or not) if the
+        function is still being measured again ``delay`` seconds from now:
+        probes that take long, or wait for calls held meanwhile, must not
+        hold a map for ever."""
+        control = self._control()
+        if control is not None:
+            control.call_later(delay, _weak_method(self._remeasure_overdue), state, decision, provisional)
+
+    def _remeasure_overdue(self, state: _FunctionState, decision: Decision, provisional: bool) -> None:
+        """The probes measuring the function again are late: the decision
+        they were to check stands; held maps go on."""
         with self._lock:
             if not state.reprobe or state.decision is not decision:
                 return
-        self._settle_decision(state, decision, provisional=False)
+        self._settle_decision(state, decision, provisional=provisional)
 
     def _facts_may_matter(self, sample: CallSample) -> bool:
         """Whether one probe leaves processes on offer (before the facts)."""
@@ -1306,16 +1313,17 @@ class AutoExecutor(Executor):
         # the dict change size.
         return self._accepted - sum(self._finished.values())
 
-    def _current_decision(self, fn: Callable[..., Any]) -> tuple[Decision | None, int]:
-        """The decision in force for ``fn`` now (None while probing), and how
-        many of its next calls should run alone as probes."""
+    def _current_decision(self, fn: Callable[..., Any]) -> tuple[Decision | None, int, bool]:
+        """The decision in force for ``fn`` now (None while probing), how
+        many of its next calls should run alone as probes, and whether its
+        other calls are held until they are judged (see _computing)."""
         forced = self._forced_decision(fn)
         if forced is not None:
-            return forced, 0
+            return forced, 0, False
         state = self._state_for(fn)
         with self._lock:
             wanted = self._probes - state.probes_started if state.reprobe else 0
-            return state.decision, max(0, wanted)
+            return state.decision, max(0, wanted), state.held
 
     def _when_decided(
         self,
@@ -1350,8 +1358,6 @@ class AutoExecutor(Executor):
         saves, so such a tail stays on threads.  A pool the user handed in
         (``process_executor``) is running already.
         """
-        if decision.source != "forced" and self._held(fn):
-            return None  # see _computing
         if (
             decision.backend != "process"
             or decision.source == "forced"
@@ -1444,44 +1450,33 @@ class AutoExecutor(Executor):
             provisional = state.provisional
         logger.debug("adaptive_pool: %s: %s; probing again", state.name, why)
         if held:
-            self._limit_hold(state, decision, provisional)
+            self._limit_remeasure(state, decision, _COMPUTING_HOLD_MAX_S, provisional)
 
-    def _computing(self, fn: Callable[..., Any], why: str) -> None:
+    def _computing(self, fn: Callable[..., Any], why: str) -> bool:
         """A map's batch still running on threads sized for waiting shows
         ``fn`` computing (``why``): have its maps hold their other calls
         rather than add them to a convoy on the GIL, and measure it again.
 
         Its next calls are probes, and its maps' other calls wait for their
-        verdict (see _for_batch); probes still running from before (the
-        decision may be their early look's) are not judged.  Nothing is done
-        if the function is no longer on threads, is being measured already,
-        or was held once before: a function whose calls vary, waiting on the
-        whole, is not stopped again and again.
+        verdict (see MapPlan._dispatch_chunk); probes still running from
+        before (the decision may be their early look's) are not judged.
+        False, and nothing done, if the function is no longer on threads
+        sized for waiting, is being measured already, or was held once
+        before: a function whose calls vary, waiting on the whole, is not
+        stopped again and again.
         """
         state = self._states.get(function_key(fn))
         if state is None:
-            return
+            return False
         with self._lock:
             decision = state.decision
             if decision is None or not watch_for_computing(decision) or state.reprobe or state.watch_spent:
-                return
+                return False
             self._measure_again(state, held=True)
             provisional = state.provisional
         logger.debug("adaptive_pool: %s: %s; its other calls held until it is measured again", state.name, why)
-        self._limit_hold(state, decision, provisional)
-
-    def _limit_hold(self, state: _FunctionState, decision: Decision, provisional: bool) -> None:
-        """Probes waiting for a call held back must not hold a map for ever:
-        past :data:`_COMPUTING_HOLD_MAX_S`, the decision stands as it was."""
-        control = self._control()
-        if control is not None:
-            control.call_later(_COMPUTING_HOLD_MAX_S, _weak_method(self._hold_overdue), state, decision, provisional)
-
-    def _hold_overdue(self, state: _FunctionState, decision: Decision, provisional: bool) -> None:
-        with self._lock:
-            if not (state.held and state.decision is decision):
-                return
-        self._settle_decision(state, decision, provisional=provisional)
+        self._limit_remeasure(state, decision, _COMPUTING_HOLD_MAX_S, provisional)
+        return True
 
     @staticmethod
     def _measure_again(state: _FunctionState, *, held: bool) -> None:
@@ -1493,10 +1488,6 @@ class AutoExecutor(Executor):
         state.round += 1
         state.probes_started = state.probes_done = 0
         state.samples = []
-
-    def _held(self, fn: Callable[..., Any]) -> bool:
-        state = self._states.get(function_key(fn))
-        return state is not None and state.held
 
     @property
     def _threads(self) -> set[threading.Thread]:

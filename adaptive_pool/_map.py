@@ -96,6 +96,7 @@ class MapPlan:
         # Batches sent to threads sized for waiting, still running, and the
         # decision that sent each (see _computing_caught).
         self._watched: dict[Batch, Decision] = {}
+        self._watching = True
         executor._count(1)  # the plan keeps shutdown(wait=True) waiting
 
     # -- producer side ------------------------------------------------------
@@ -128,7 +129,7 @@ class MapPlan:
                     return
                 if self._buffersize is not None and self._ahead >= self._buffersize:
                     return
-            decision, probes_wanted = executor._current_decision(self._fn)
+            decision, probes_wanted, held = executor._current_decision(self._fn)
             if decision is None:
                 self._dispatch_probes(executor, self._probes, wait=True)
                 return
@@ -144,7 +145,7 @@ class MapPlan:
                 sent_at = None
                 if self._computing_caught(executor):
                     continue  # measured again: probes go first
-            if not self._dispatch_chunk(executor, decision):
+            if not self._dispatch_chunk(executor, decision, held):
                 return
             sent_at = now
 
@@ -173,8 +174,14 @@ class MapPlan:
         del suspects
         if why is None:
             return False
-        executor._computing(self._fn, why)
-        return True
+        if executor._computing(self._fn, why):
+            return True
+        # Held once already, or no longer on such threads: looking again
+        # would find the same and change nothing.
+        with self._cond:
+            self._watching = False
+            self._watched.clear()
+        return False
 
     def _take(self, size: int) -> list[Any]:
         if self._buffersize is not None:
@@ -236,8 +243,8 @@ class MapPlan:
             self._awaiting_decision = False
         self.pump()
 
-    def _dispatch_chunk(self, executor: AutoExecutor, decision: Decision) -> bool:
-        batch_decision = executor._for_batch(self._fn, decision, self._left)
+    def _dispatch_chunk(self, executor: AutoExecutor, decision: Decision, held: bool) -> bool:
+        batch_decision = None if held else executor._for_batch(self._fn, decision, self._left)
         if batch_decision is None:
             # Held while the function is measured again: go on once judged.
             with self._cond:
@@ -266,7 +273,7 @@ class MapPlan:
             spread=self._spread,
         )
         assert batch.outcomes is not None
-        watched = watch_for_computing(decision)
+        watched = self._watching and watch_for_computing(decision)
         if watched:
             batch.watch()
         with self._cond:
