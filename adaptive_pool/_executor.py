@@ -735,20 +735,37 @@ class AutoExecutor(Executor):
             # must not hold the map: past this, the first decision stands.
             self._limit_remeasure(state, decision, max(self._probe_deadline, 4 * decision.features.get("wall_s", 0.0)))
 
-    def _limit_remeasure(self, state: _FunctionState, decision: Decision, delay: float, provisional: bool = False) -> None:
+    def _limit_remeasure(
+        self, state: _FunctionState, decision: Decision, delay: float, provisional: bool = False, *, patient: bool = False
+    ) -> None:
         """Have ``decision`` stand as it was (``provisional`` or not) if the
         function is still being measured again ``delay`` seconds from now:
         probes that take long, or wait for calls held meanwhile, must not
-        hold a map for ever."""
+        hold a map for ever.  ``patient``: while the probes compute (they
+        are not waiting for a held call, then), wait again, up to
+        :data:`_HOLD_PATIENCE_S` in all."""
         control = self._control()
         if control is not None:
-            control.call_later(delay, _weak_method(self._remeasure_overdue), state, decision, provisional)
+            args = (state, decision, provisional, delay if patient else 0.0)
+            control.call_later(delay, _weak_method(self._remeasure_overdue), *args)
 
-    def _remeasure_overdue(self, state: _FunctionState, decision: Decision, provisional: bool) -> None:
+    def _remeasure_overdue(
+        self, state: _FunctionState, decision: Decision, provisional: bool, again: float, waited: float = 0.0
+    ) -> None:
         """The probes measuring the function again are late: the decision
         they were to check stands; held maps go on."""
         with self._lock:
             if not state.reprobe or state.decision is not decision:
+                return
+        waited += again
+        if again and waited < _HOLD_PATIENCE_S and _computing_probes(state.tracker.snapshot()):
+            # Beside a convoy of calls holding the GIL, probes that compute
+            # took over 250 ms on a loaded machine; giving way then sent
+            # every call held back to the convoy after all.
+            control = self._control()
+            if control is not None:
+                args = (state, decision, provisional, again, waited)
+                control.call_later(again, _weak_method(self._remeasure_overdue), *args)
                 return
         self._settle_decision(state, decision, provisional=provisional)
 
@@ -1448,9 +1465,11 @@ class AutoExecutor(Executor):
             held = watch_for_computing(decision) and not state.watch_spent
             self._measure_again(state, held=held)
             provisional = state.provisional
-        logger.debug("adaptive_pool: %s: %s; probing again", state.name, why)
         if held:
-            self._limit_remeasure(state, decision, _COMPUTING_HOLD_MAX_S, provisional)
+            logger.debug(_HOLD_MESSAGE, state.name, why)
+            self._limit_remeasure(state, decision, _COMPUTING_HOLD_MAX_S, provisional, patient=True)
+        else:
+            logger.debug("adaptive_pool: %s: %s; probing again", state.name, why)
 
     def _computing(self, fn: Callable[..., Any], why: str) -> bool:
         """A map's batch still running on threads sized for waiting shows
@@ -1474,8 +1493,8 @@ class AutoExecutor(Executor):
                 return False
             self._measure_again(state, held=True)
             provisional = state.provisional
-        logger.debug("adaptive_pool: %s: %s; its other calls held until it is measured again", state.name, why)
-        self._limit_remeasure(state, decision, _COMPUTING_HOLD_MAX_S, provisional)
+        logger.debug(_HOLD_MESSAGE, state.name, why)
+        self._limit_remeasure(state, decision, _COMPUTING_HOLD_MAX_S, provisional, patient=True)
         return True
 
     @staticmethod
@@ -1531,9 +1550,22 @@ _UNREAD_EFFECTS = StaticEffects(may_return_value=None, writes_shared_state=False
 #: longer ones, and holding a map for a warm call would cost a whole call.
 _WARM_CHECK_MAX_S = 0.05
 
+_HOLD_MESSAGE = "adaptive_pool: %s: %s; its other calls held until it is measured again"
+
 #: At most this long a map holds its calls while a function caught computing
 #: on threads sized for waiting is measured again (see _computing).
 _COMPUTING_HOLD_MAX_S = 0.25
+#: ... or this long in all while the probes compute (see _remeasure_overdue).
+_HOLD_PATIENCE_S = 2.0
+#: Running probes whose CPU time is at least this share of their wall time
+#: compute (in a convoy of eight threads on the GIL, each gets ~12%); one
+#: polling for a file or a flag every millisecond uses ~1.5%.
+_COMPUTING_SHARE = 0.05
+
+
+def _computing_probes(running: list[CallSample]) -> bool:
+    """Whether probes still running compute rather than wait."""
+    return any(sample.cpu_s >= _COMPUTING_SHARE * sample.wall_s for sample in running)
 
 #: How long decision_for() waits for finished probes to be judged.
 _JUDGING_WAIT_S = 1.0
