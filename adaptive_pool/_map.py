@@ -158,10 +158,10 @@ class MapPlan:
         interval or more, which is what calls holding the GIL do to the
         thread sending them: the running batches are the suspects (the
         latest :data:`WATCH_READS`), and the plan stops adding to their
-        convoy.  (A look from a timer or a
-        finished batch came too late: beside such a convoy this code gets
-        the GIL back a switch interval after each time it lets go, and
-        every call had been sent to threads long before.)
+        convoy.  (A look from a timer or a finished batch came too late:
+        beside such a convoy this code gets the GIL back a switch interval
+        after each time it lets go, and every call had been sent to
+        threads long before.)
         """
         with self._cond:
             suspects = list(self._watched.items())[-WATCH_READS:]
