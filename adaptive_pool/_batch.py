@@ -16,7 +16,18 @@ from itertools import starmap
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-__all__ = ["CANCELLED", "CPU_READ_INTERVAL_S", "NO_KWARGS", "Batch", "Call", "Outcomes", "Raised", "as_calls"]
+__all__ = [
+    "CANCELLED",
+    "CPU_READ_INTERVAL_S",
+    "NO_KWARGS",
+    "THREAD_CLOCKS",
+    "Batch",
+    "Call",
+    "Outcomes",
+    "Raised",
+    "as_calls",
+    "thread_cpu_clock",
+]
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
 
@@ -44,8 +55,18 @@ class _ClockReads(threading.local):
 
 _clock_reads = _ClockReads()
 
-# Whether another thread's CPU clock can be read (POSIX; not on Windows).
-_THREAD_CLOCKS = hasattr(time, "pthread_getcpuclockid")
+#: Whether another thread's CPU clock can be read (POSIX; not on Windows).
+THREAD_CLOCKS = hasattr(time, "pthread_getcpuclockid")
+
+
+def thread_cpu_clock(ident: int) -> float | None:
+    """The CPU clock of thread ``ident`` of this process, read from any
+    thread; None where it cannot be read (the thread ended, or no such
+    clocks here)."""
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(ident))
+    except (AttributeError, OSError, OverflowError, ValueError):
+        return None
 
 Invoker = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], tuple[bool, Any]]
 
@@ -249,7 +270,7 @@ class Batch:
     def watch(self) -> None:
         """Have the CPU time of this batch readable from other threads while
         it runs (see :meth:`cpu_so_far`)."""
-        if _THREAD_CLOCKS:
+        if THREAD_CLOCKS:
             self.runner = ()
 
     def cpu_so_far(self) -> tuple[float, int] | None:
@@ -266,10 +287,8 @@ class Batch:
         if not runner or self._finished:
             return None
         ident, cpu0, calls = runner
-        try:
-            return time.clock_gettime(time.pthread_getcpuclockid(ident)) - cpu0, calls
-        except (OSError, OverflowError, ValueError):  # its thread ended meanwhile
-            return None
+        clock = thread_cpu_clock(ident)
+        return None if clock is None else (clock - cpu0, calls)
 
     def start(self) -> bool:
         """Mark the futures running, dropping cancelled calls.

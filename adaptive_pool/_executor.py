@@ -736,37 +736,40 @@ class AutoExecutor(Executor):
             self._limit_remeasure(state, decision, max(self._probe_deadline, 4 * decision.features.get("wall_s", 0.0)))
 
     def _limit_remeasure(
-        self, state: _FunctionState, decision: Decision, delay: float, provisional: bool = False, *, patient: bool = False
+        self,
+        state: _FunctionState,
+        decision: Decision,
+        delay: float,
+        provisional: bool = False,
+        *,
+        patient: bool = False,
+        waited: float = 0.0,
     ) -> None:
         """Have ``decision`` stand as it was (``provisional`` or not) if the
         function is still being measured again ``delay`` seconds from now:
         probes that take long, or wait for calls held meanwhile, must not
         hold a map for ever.  ``patient``: while the probes compute (they
         are not waiting for a held call, then), wait again, up to
-        :data:`_HOLD_PATIENCE_S` in all."""
+        :data:`_HOLD_PATIENCE_S` in all (``waited`` so far)."""
         control = self._control()
         if control is not None:
-            args = (state, decision, provisional, delay if patient else 0.0)
+            args = (state, decision, delay, provisional, patient, waited + delay)
             control.call_later(delay, _weak_method(self._remeasure_overdue), *args)
 
     def _remeasure_overdue(
-        self, state: _FunctionState, decision: Decision, provisional: bool, again: float, waited: float = 0.0
+        self, state: _FunctionState, decision: Decision, delay: float, provisional: bool, patient: bool, waited: float
     ) -> None:
         """The probes measuring the function again are late: the decision
         they were to check stands; held maps go on."""
         with self._lock:
             if not state.reprobe or state.decision is not decision:
                 return
-        waited += again
-        if again and waited < _HOLD_PATIENCE_S and _computing_probes(state.tracker.snapshot()):
+        if patient and waited < _HOLD_PATIENCE_S and _computing_probes(state.tracker.snapshot()):
             # Beside a convoy of calls holding the GIL, probes that compute
             # took over 250 ms on a loaded machine; giving way then sent
             # every call held back to the convoy after all.
-            control = self._control()
-            if control is not None:
-                args = (state, decision, provisional, again, waited)
-                control.call_later(again, _weak_method(self._remeasure_overdue), *args)
-                return
+            self._limit_remeasure(state, decision, delay, provisional, patient=True, waited=waited)
+            return
         self._settle_decision(state, decision, provisional=provisional)
 
     def _facts_may_matter(self, sample: CallSample) -> bool:
@@ -1466,8 +1469,7 @@ class AutoExecutor(Executor):
             self._measure_again(state, held=held)
             provisional = state.provisional
         if held:
-            logger.debug(_HOLD_MESSAGE, state.name, why)
-            self._limit_remeasure(state, decision, _COMPUTING_HOLD_MAX_S, provisional, patient=True)
+            self._holding(state, decision, provisional, why)
         else:
             logger.debug("adaptive_pool: %s: %s; probing again", state.name, why)
 
@@ -1493,9 +1495,14 @@ class AutoExecutor(Executor):
                 return False
             self._measure_again(state, held=True)
             provisional = state.provisional
-        logger.debug(_HOLD_MESSAGE, state.name, why)
-        self._limit_remeasure(state, decision, _COMPUTING_HOLD_MAX_S, provisional, patient=True)
+        self._holding(state, decision, provisional, why)
         return True
+
+    def _holding(self, state: _FunctionState, decision: Decision, provisional: bool, why: str) -> None:
+        """Maps now hold the function's calls (see _measure_again): say why,
+        and bound how long."""
+        logger.debug("adaptive_pool: %s: %s; its other calls held until it is measured again", state.name, why)
+        self._limit_remeasure(state, decision, _COMPUTING_HOLD_MAX_S, provisional, patient=True)
 
     @staticmethod
     def _measure_again(state: _FunctionState, *, held: bool) -> None:
@@ -1549,8 +1556,6 @@ _UNREAD_EFFECTS = StaticEffects(may_return_value=None, writes_shared_state=False
 #: shorter than this: one-time costs (imports, page faults) weigh little in
 #: longer ones, and holding a map for a warm call would cost a whole call.
 _WARM_CHECK_MAX_S = 0.05
-
-_HOLD_MESSAGE = "adaptive_pool: %s: %s; its other calls held until it is measured again"
 
 #: At most this long a map holds its calls while a function caught computing
 #: on threads sized for waiting is measured again (see _computing).

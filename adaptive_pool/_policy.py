@@ -394,10 +394,15 @@ def cost_changed(decision: Decision, calls: int, elapsed_s: float, cpu_s: float 
         observed, expected, what = elapsed_s / calls, features.get("wall_s", 0.0), "wall"
         if observed >= expected:
             return None
-    low, high = sorted((observed, expected))
-    if high - low >= DRIFT_MIN_S and high > DRIFT_FACTOR * low:
+    if _far_apart(observed, expected):
         return f"{what} time per call went from {_duration(expected)} to {_duration(observed)}"
     return None
+
+
+def _far_apart(a: float, b: float) -> bool:
+    """Whether two costs differ enough to count as a change (see DRIFT_FACTOR)."""
+    low, high = sorted((a, b))
+    return high - low >= DRIFT_MIN_S and high > DRIFT_FACTOR * low
 
 
 def watch_for_computing(decision: Decision) -> bool:
@@ -421,7 +426,7 @@ def computing_now(decision: Decision, calls: int, cpu_used: float) -> str | None
     against what the whole batch was expected to use.
     """
     expected = decision.features.get("cpu_s", 0.0) * calls
-    if cpu_used - expected >= DRIFT_MIN_S and cpu_used > DRIFT_FACTOR * expected:
+    if cpu_used > expected and _far_apart(cpu_used, expected):
         return f"a running batch of {calls} call(s) used {_duration(cpu_used)} of CPU ({_duration(expected)} expected)"
     return None
 

@@ -24,6 +24,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from ._batch import THREAD_CLOCKS, thread_cpu_clock
 from ._identity import calls_per_invocation, underlying_function
 
 __all__ = [
@@ -71,10 +72,6 @@ SAFETY_FEATURES: tuple[str, ...] = (
 #: Calls shorter than this are too short for the GIL sampler's reading to
 #: count as evidence (it sleeps 0.2 ms and ignores waits under 0.3 ms).
 GIL_READABLE_S = 0.001
-
-# Thread CPU clocks of *other* threads let a decision be taken while probes
-# are still running (long tasks must not wait for their probes to finish).
-_HAS_THREAD_CLOCKS = hasattr(time, "pthread_getcpuclockid")
 
 
 # --------------------------------------------------------------------------
@@ -613,17 +610,20 @@ class ProbeTracker:
         return None if start is None else self._monitor.hold_between(start, time.perf_counter())
 
     def snapshot(self) -> list[CallSample]:
-        """Partial samples of the probes still running (may be empty)."""
-        if not _HAS_THREAD_CLOCKS:
+        """Partial samples of the probes still running (may be empty).
+
+        Read from the CPU clocks of the threads running them: a decision
+        can be taken while probes still run (long tasks must not wait for
+        their probes to finish)."""
+        if not THREAD_CLOCKS:
             return []
         now = time.perf_counter()
         out = []
         with self._lock:
             running = list(self._running.values())
         for ident, native, wall0, cpu0, queued0 in running:
-            try:
-                cpu_now = time.clock_gettime(time.pthread_getcpuclockid(ident))
-            except (OSError, OverflowError, ValueError):
+            cpu_now = thread_cpu_clock(ident)
+            if cpu_now is None:
                 continue
             runqueue = _RunqueueClock(native)
             queued = max(0.0, runqueue.seconds() - queued0)
