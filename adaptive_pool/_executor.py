@@ -189,6 +189,44 @@ class _FunctionState:
         self.sprint: list[float] | None = None
 
 
+class _Scout:
+    """A map's first call of an undecided function, which the map waits a
+    moment for (see :meth:`AutoExecutor._route_probes`)."""
+
+    __slots__ = ("_arrived", "_done", "_lock", "_released", "sample")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # Released when the call is over: a lock, not an Event, whose
+        # condition costs the worker tens of microseconds to set.
+        self._arrived = threading.Lock()
+        self._arrived.acquire()
+        self.sample: CallSample | None = None
+        self._done = False
+        self._released = False
+
+    def finished(self, sample: CallSample | None) -> bool:
+        """The call is over (``sample`` None: cancelled before it ran).
+        True if it is to be judged as any probe: the map stopped waiting."""
+        with self._lock:
+            if self._released:
+                return True
+            self._done = True
+            self.sample = sample
+        self._arrived.release()
+        return False
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the call to be over."""
+        self._arrived.acquire(timeout=timeout)
+
+    def release(self) -> tuple[bool, CallSample | None]:
+        """The map stops waiting: (whether the call was over, its sample)."""
+        with self._lock:
+            self._released = True
+            return self._done, self.sample
+
+
 class _Gate:
     """Caps batches running at once across all routes (``max_workers``)."""
 
@@ -410,8 +448,12 @@ class AutoExecutor(Executor):
         )
         with self._lock:
             self._plans.add(plan)
-        self._control()  # started here, not by a worker (see _control)
         plan.pump()
+        if not plan.dispatched_all:
+            # Its next batches are built there once these finish: started
+            # here, not by a worker (see _control).  A map sent whole (tiny
+            # calls in a few batches) never needs it.
+            self._control()
         return map_results(plan, end_time)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -622,29 +664,94 @@ class AutoExecutor(Executor):
                 excess -= 1
 
     def _start_probe(
-        self, state: _FunctionState, fn: Callable[..., Any], call: Call, future: Future[Any]
+        self,
+        state: _FunctionState,
+        fn: Callable[..., Any],
+        call: Call,
+        future: Future[Any],
+        scout: _Scout | None = None,
     ) -> None:
         box: list[CallSample] = []
+        sample_gil = scout is None  # see _route_probes
 
         def invoke(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
-            ok, value, sample = measure_call(f, args, kwargs, self._monitor, state.tracker)
+            ok, value, sample = measure_call(f, args, kwargs, self._monitor, state.tracker, sample_gil=sample_gil)
             box.append(sample)
             return ok, value
 
         def done(batch: Batch) -> None:
+            # None: cancelled before it ran; another call probes instead.
+            sample = box[0] if box else None
+            if scout is None or scout.finished(sample):
+                self._monitor.release()
+                with self._lock:
+                    state.judging += 1
+                self._on_control(self._probe_finished, state, sample, probe_round)
+            self._batch_done(batch)
+
+        if scout is None:
+            self._control()  # started here, not by the worker that runs the probe
+            # Start the GIL sampler now, so it is awake when the probe runs.
+            self._monitor.acquire()
+        probe_round = state.round
+        batch = Batch(fn, [call], [future], on_done=done, invoke=invoke)
+        self._submit_batch(self._route("thread"), batch)
+
+    def _route_probes(self, fn: Callable[..., Any], calls: list[Call], futures: list[Future[Any]]) -> None:
+        """Route a waiting map's first calls of an undecided function (already
+        counted as outstanding): probes first.
+
+        The first runs alone while the map waits up to
+        :data:`_SCOUT_WAIT_S` for it, before anything else starts: no GIL
+        sampler, no control thread, no second probe thread.  Tiny, it has
+        the map's calls run inline at once (see :meth:`_start_sprint`), for
+        the price of one thread: those three threads had cost a map of
+        20,000 microsecond calls more than running them did (their start,
+        and their turns on the GIL).  Otherwise the map's other calls go
+        as they would have (probes, then waiting for the decision) and the
+        first is judged with them, the sampler watching what is left of it.
+        """
+        state = self._scoutable(fn)
+        if state is None or not calls:
+            self._route_calls(fn, calls, futures)
+            return
+        scout = _Scout()
+        probe_round = state.round
+        self._route("thread").prestart(1)
+        self._start_probe(state, fn, calls[0], futures[0], scout)
+        scout.wait(_SCOUT_WAIT_S)
+        sample = scout.sample
+        if sample is not None and sample.wall_s < TINY_CALL_S:
+            # Finished and not released: it is ours to judge (it sprints).
+            with self._lock:
+                state.judging += 1
+            self._probe_finished(state, sample, probe_round)
+            self._route_calls(fn, calls[1:], futures[1:])
+            return
+        # The other probes are counted before the first can be judged, or it
+        # would be judged alone.
+        self._route_calls(fn, calls[1:], futures[1:])
+        self._monitor.acquire()  # for what is left of the first probe
+        finished, sample = scout.release()
+        if finished:
             self._monitor.release()
             with self._lock:
                 state.judging += 1
-            # None: cancelled before it ran; another call probes instead.
-            self._on_control(self._probe_finished, state, box[0] if box else None, probe_round)
-            self._batch_done(batch)
+            self._on_control(self._probe_finished, state, sample, probe_round)
 
-        self._control()  # started here, not by the worker that runs the probe
-        probe_round = state.round
-        batch = Batch(fn, [call], [future], on_done=done, invoke=invoke)
-        # Start the GIL sampler now, so it is awake when the probe runs.
-        self._monitor.acquire()
-        self._submit_batch(self._route("thread"), batch)
+    def _scoutable(self, fn: Callable[..., Any]) -> _FunctionState | None:
+        """The state of ``fn`` if a map's first call may scout (see
+        :meth:`_route_probes`), with that call counted as its first probe."""
+        if self._policy_given or self._forced_decision(fn) is not None:
+            return None  # a policy handed in decides tiny calls too
+        state = self._state_for(fn)
+        with self._lock:
+            if state.decision is not None or state.reprobe or state.probes_started or not state.listeners:
+                return None
+            state.probes_started = 1
+            if state.fn is None and state.facts is None:
+                state.fn = fn
+        return state
 
     def _probe_finished(self, state: _FunctionState, sample: CallSample | None, probe_round: int) -> None:
         try:
@@ -1244,7 +1351,8 @@ class AutoExecutor(Executor):
 
     def _refill(self, plan: MapPlan) -> None:
         """Have a map plan dispatch its next batches (on the control thread)."""
-        self._on_control(plan.pump)
+        if not plan.dispatched_all:
+            self._on_control(plan.pump)
 
     def _control(self) -> ControlThread | None:
         """The control thread, started if need be; None once closing down.
@@ -1586,6 +1694,10 @@ _THREADS_MEANWHILE_S = 0.025
 #: When running probes are first looked at: long enough to see whether a
 #: call computes or waits, short enough that waiting calls are not held up.
 _EARLY_LOOK_S = 0.005
+#: How long a map waits for its first call of an undecided function (on a
+#: worker that has just started) before probing as usual: a tiny call is
+#: over in tens of microseconds.
+_SCOUT_WAIT_S = 0.0002
 
 
 def _close_routes(

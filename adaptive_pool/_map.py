@@ -101,6 +101,12 @@ class MapPlan:
 
     # -- producer side ------------------------------------------------------
 
+    @property
+    def dispatched_all(self) -> bool:
+        """Whether every call has been sent (or never will be): pumping
+        again would find nothing to do."""
+        return self._source_done or self._closed
+
     def pump(self) -> None:
         """Dispatch as much as the window allows; any thread may call it."""
         while True:
@@ -225,7 +231,10 @@ class MapPlan:
         # Listen before the probes start: whoever decides must know that a
         # map waits (tiny probes may be over before _route_calls returns).
         listening = wait and executor._when_decided(self._fn, self._decided, self._left)
-        executor._route_calls(self._fn, calls, futures)
+        if listening:
+            executor._route_probes(self._fn, calls, futures)
+        else:
+            executor._route_calls(self._fn, calls, futures)
         if wait and not listening:
             self._resume()  # decided meanwhile
 

@@ -106,24 +106,36 @@ def _read_usable_cores() -> int:
 
 def _cgroup_cpu_quota() -> float | None:
     """CPUs allowed by the cgroup (v2 ``cpu.max`` or v1 CFS quota), if any."""
+    v2 = _read_small("/sys/fs/cgroup/cpu.max")
+    if v2 is not None:
+        try:
+            quota_s, period_s = v2.split()[:2]
+            return None if quota_s == "max" else int(quota_s) / int(period_s)
+        except ValueError:
+            pass
+    quota_us = _read_small("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+    period_us = _read_small("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
     try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota_s, period_s = f.read().split()[:2]
-        if quota_s != "max":
-            return int(quota_s) / int(period_s)
+        quota, period = int(quota_us or ""), int(period_us or "")
+    except ValueError:
         return None
-    except (OSError, ValueError):
-        pass
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def _read_small(path: str) -> str | None:
+    """A small file's text, None if it cannot be read.  Read with ``os``
+    calls: a text-mode ``open`` costs tens of microseconds more the first
+    time, which every first executor of a script paid."""
     try:
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
-            quota = int(f.read())
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
-            period = int(f.read())
-        if quota > 0 and period > 0:
-            return quota / period
-    except (OSError, ValueError):
-        pass
-    return None
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096).decode("ascii", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------
@@ -497,17 +509,22 @@ def measure_call(
     kwargs: Mapping[str, Any],
     monitor: GilMonitor,
     tracker: ProbeTracker | None = None,
+    *,
+    sample_gil: bool = True,
 ) -> tuple[bool, Any, CallSample]:
     """Run ``fn(*args, **kwargs)`` and measure it.
 
     Returns ``(ok, value_or_exception, sample)``.  The call runs in the
     current thread; pickled sizes are measured after it returns, so that
-    the user's result is not delayed by more than that.
+    the user's result is not delayed by more than that.  Without
+    ``sample_gil`` the GIL sampler is not started for the call: its GIL
+    reading is whatever the sampler, if someone else runs it, saw.
     """
-    monitor.acquire()
-    token = tracker.start() if tracker is not None else None
+    if sample_gil:
+        monitor.acquire()
     runqueue = _RunqueueClock()
     queued0 = runqueue.seconds()
+    token = tracker.start(queued0) if tracker is not None else None
     # The CPU clock is read outside the wall clock's window: a read costs
     # about a microsecond (a system call), twenty times a tiny call, and
     # inside the window it made such calls look dear (the first chunks of
@@ -527,7 +544,8 @@ def measure_call(
         runqueue.close()
         if tracker is not None and token is not None:
             tracker.finish(token)
-        monitor.release()
+        if sample_gil:
+            monitor.release()
     # Time this thread was ready to run but had no core (other programs
     # loading the machine) says nothing about the function: leave it out.
     cpu = min(max(0.0, cpu1 - cpu0), wall1 - wall0)  # less the reads themselves
@@ -572,13 +590,15 @@ class ProbeTracker:
         self._running: dict[int, tuple[int, int, float, float, float]] = {}
         self._next = 0
 
-    def start(self) -> int:
-        """Register the calling thread as running a probe."""
+    def start(self, queued: float | None = None) -> int:
+        """Register the calling thread as running a probe (``queued``: its
+        run-queue clock now if already read, see :class:`_RunqueueClock`)."""
+        if queued is None:
+            runqueue = _RunqueueClock()
+            queued = runqueue.seconds()
+            runqueue.close()
         ident = threading.get_ident()
         native = threading.get_native_id()
-        runqueue = _RunqueueClock()
-        queued = runqueue.seconds()
-        runqueue.close()
         with self._lock:
             self._next += 1
             token = self._next
