@@ -672,27 +672,26 @@ class AutoExecutor(Executor):
         scout: _Scout | None = None,
     ) -> None:
         box: list[CallSample] = []
-        sample_gil = scout is None  # see _route_probes
 
         def invoke(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
-            ok, value, sample = measure_call(f, args, kwargs, self._monitor, state.tracker, sample_gil=sample_gil)
+            ok, value, sample = measure_call(f, args, kwargs, self._monitor, state.tracker)
             box.append(sample)
             return ok, value
 
         def done(batch: Batch) -> None:
             # None: cancelled before it ran; another call probes instead.
             sample = box[0] if box else None
+            self._monitor.release()
             if scout is None or scout.finished(sample):
-                self._monitor.release()
                 with self._lock:
                     state.judging += 1
                 self._on_control(self._probe_finished, state, sample, probe_round)
             self._batch_done(batch)
 
-        if scout is None:
+        if scout is None:  # a scout may need none (see _route_probes)
             self._control()  # started here, not by the worker that runs the probe
-            # Start the GIL sampler now, so it is awake when the probe runs.
-            self._monitor.acquire()
+        # Start the GIL sampler now, so it is awake when the probe runs.
+        self._monitor.acquire()
         probe_round = state.round
         batch = Batch(fn, [call], [future], on_done=done, invoke=invoke)
         self._submit_batch(self._route("thread"), batch)
@@ -702,14 +701,19 @@ class AutoExecutor(Executor):
         counted as outstanding): probes first.
 
         The first runs alone while the map waits up to
-        :data:`_SCOUT_WAIT_S` for it, before anything else starts: no GIL
-        sampler, no control thread, no second probe thread.  Tiny, it has
-        the map's calls run inline at once (see :meth:`_start_sprint`), for
-        the price of one thread: those three threads had cost a map of
-        20,000 microsecond calls more than running them did (their start,
-        and their turns on the GIL).  Otherwise the map's other calls go
-        as they would have (probes, then waiting for the decision) and the
-        first is judged with them, the sampler watching what is left of it.
+        :data:`_SCOUT_WAIT_S` for it.  Tiny, it has the map's calls run
+        inline at once (see :meth:`_start_sprint`), judged here: no control
+        thread, no second probe, no hand-offs between threads (which had
+        cost a map of 20,000 microsecond calls more than running them did).
+        Otherwise the other probes go as they would have, and the first is
+        judged with them.  The GIL sampler starts before it runs all the
+        same: a thread started beside a call that holds the GIL waits a
+        switch interval for each step of its start, and a sampler started
+        after the wait saw too little of either probe to read the GIL (a
+        pure-Python closure went to threads).  Such a first call also keeps
+        this thread off the GIL for a switch interval past the wait: the
+        other probes start up to 5 ms later than they would have, their
+        readings unchanged (the sampler watched all along).
         """
         state = self._scoutable(fn)
         if state is None or not calls:
@@ -731,10 +735,8 @@ class AutoExecutor(Executor):
         # The other probes are counted before the first can be judged, or it
         # would be judged alone.
         self._route_calls(fn, calls[1:], futures[1:])
-        self._monitor.acquire()  # for what is left of the first probe
         finished, sample = scout.release()
         if finished:
-            self._monitor.release()
             with self._lock:
                 state.judging += 1
             self._on_control(self._probe_finished, state, sample, probe_round)

@@ -423,6 +423,17 @@ def map_results(plan: MapPlan, end_time: float | None) -> Iterator[Any]:
                         failed = sink.failed  # read after the length: see Outcomes
                         if failed is not None and failed < end:
                             end = failed
+                        if not taken and items and sink.closed and sink.failed is None:
+                            # Over (closed, read first: no outcome comes
+                            # after), none failed and none read yet (tiny
+                            # calls: the usual case): its list is taken whole,
+                            # not copied and blanked (10 ns a result, a fifth
+                            # of such a call).
+                            stretch, items = items, []
+                            sink.items = items
+                            yield _draining(stretch)
+                            future.result(0)  # raises if it failed or was cancelled
+                            break
                         if end > taken:
                             stretch = items[taken:end]
                             items[taken:end] = itertools.repeat(None, end - taken)

@@ -509,19 +509,14 @@ def measure_call(
     kwargs: Mapping[str, Any],
     monitor: GilMonitor,
     tracker: ProbeTracker | None = None,
-    *,
-    sample_gil: bool = True,
 ) -> tuple[bool, Any, CallSample]:
     """Run ``fn(*args, **kwargs)`` and measure it.
 
     Returns ``(ok, value_or_exception, sample)``.  The call runs in the
     current thread; pickled sizes are measured after it returns, so that
-    the user's result is not delayed by more than that.  Without
-    ``sample_gil`` the GIL sampler is not started for the call: its GIL
-    reading is whatever the sampler, if someone else runs it, saw.
+    the user's result is not delayed by more than that.
     """
-    if sample_gil:
-        monitor.acquire()
+    monitor.acquire()
     runqueue = _RunqueueClock()
     queued0 = runqueue.seconds()
     token = tracker.start(queued0) if tracker is not None else None
@@ -544,8 +539,7 @@ def measure_call(
         runqueue.close()
         if tracker is not None and token is not None:
             tracker.finish(token)
-        if sample_gil:
-            monitor.release()
+        monitor.release()
     # Time this thread was ready to run but had no core (other programs
     # loading the machine) says nothing about the function: leave it out.
     cpu = min(max(0.0, cpu1 - cpu0), wall1 - wall0)  # less the reads themselves

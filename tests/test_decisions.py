@@ -259,6 +259,39 @@ def test_a_short_map_of_tiny_calls_runs_inline_without_asking_a_policy() -> None
     assert len(PROFILES) == 0  # nothing decided, nothing stored
 
 
+@pytest.mark.parametrize(
+    "wait, fn, items, backend",
+    [
+        (5.0, tiny, range(3000), "inline"),  # over in the wait: it sprints at once
+        (5.0, nap, [0.002] * 6, "thread"),  # over in the wait, not tiny
+        (0.0, nap, [0.02] * 6, "thread"),  # over after the map stopped waiting
+        (0.0, tiny, range(3000), "inline"),
+    ],
+)
+def test_a_maps_first_call_is_judged_whichever_side_of_the_wait_it_ends(
+    monkeypatch: pytest.MonkeyPatch, wait: float, fn: Any, items: Sequence[Any], backend: str
+) -> None:
+    monkeypatch.setattr("adaptive_pool._executor._SCOUT_WAIT_S", wait)
+    with AutoExecutor() as ex:
+        assert list(ex.map(fn, items)) == [fn(x) if fn is tiny else x for x in items]
+        decision = ex.decision_for(fn)
+    assert decision is not None and decision.backend == backend, str(decision)
+
+
+def test_a_map_of_tiny_calls_starts_one_worker_and_no_control_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its first call runs alone while the map waits for it (long enough
+    # here to be sure it is over): tiny, the map's calls run inline at once,
+    # decided on this thread, without the executor's control thread.
+    monkeypatch.setattr("adaptive_pool._executor._SCOUT_WAIT_S", 5.0)
+    before = set(threading.enumerate())
+    with AutoExecutor() as ex:
+        map_tiny(ex, 3000)
+        started = [t.name for t in threading.enumerate() if t not in before and t.name.startswith("AutoExecutor-")]
+        decision = ex.decision_for(tiny)
+    assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
+    assert len(started) == 1 and not started[0].endswith("-control"), started
+
+
 def test_work_the_rules_leave_to_threads_is_decided_without_a_policy() -> None:
     with AutoExecutor() as ex:
         asked = count_policy_reads(ex)
