@@ -111,7 +111,7 @@ class Outcomes:
         self._cond = threading.Condition(threading.Lock())
         self._waiters = 0
 
-    def run(self, fn: Callable[..., Any], calls: list[Any], spread: bool | None) -> None:
+    def run(self, fn: Callable[..., Any], calls: Sequence[Any], spread: bool | None) -> None:
         """Run every call here, in order, each raising on its own.
 
         ``calls`` are single arguments (``spread`` False), argument tuples
@@ -191,7 +191,7 @@ class Outcomes:
                 self._waiters -= 1
 
 
-def _calls(fn: Callable[..., Any], calls: list[Any], spread: bool | None) -> Iterator[Any]:
+def _calls(fn: Callable[..., Any], calls: Sequence[Any], spread: bool | None) -> Iterator[Any]:
     if spread is None:
         return (fn(*args, **kwargs) if kwargs else fn(*args) for args, kwargs in calls)
     return starmap(fn, calls) if spread else map(fn, calls)
@@ -223,7 +223,7 @@ class Batch:
     def __init__(
         self,
         fn: Callable[..., Any],
-        calls: list[Call],
+        calls: Sequence[Any],
         futures: Sequence[Future[Any]],
         on_done: Callable[[Batch], None] | None = None,
         invoke: Invoker | None = None,
@@ -234,7 +234,7 @@ class Batch:
         self.fn = fn
         #: ``(args, kwargs)`` pairs; in a map's chunk (``collect``) also
         #: argument tuples (``spread`` True) or single arguments (False).
-        self.calls = calls
+        self.calls: Sequence[Any] = calls
         self.spread = spread
         # Taken over, not copied: every object made per submit costs twice,
         # once to make and once more in the garbage collector's passes.
@@ -317,7 +317,10 @@ class Batch:
 
     def call_pairs(self) -> list[Call]:
         """The calls as ``(args, kwargs)`` pairs (for routes that send them)."""
-        return self.calls if self.spread is None else as_calls(self.calls, self.spread)
+        calls = self.calls
+        if self.spread is not None:
+            return as_calls(calls, self.spread)
+        return calls if type(calls) is list else list(calls)
 
     def run_here(self) -> None:
         """Run every call in the current thread (thread and inline routes).
@@ -422,7 +425,7 @@ class Batch:
             on_done(self)
 
 
-def as_calls(arguments: list[Any], spread: bool) -> list[Call]:
+def as_calls(arguments: Sequence[Any], spread: bool) -> list[Call]:
     """``map``'s arguments (tuples to spread, or single values) as calls."""
     if spread:
         return [(args, NO_KWARGS) for args in arguments]

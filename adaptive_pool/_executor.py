@@ -423,7 +423,7 @@ class AutoExecutor(Executor):
         # building an (args, kwargs) pair per call would cost as much as
         # running them.
         spread = len(iterables) != 1
-        source: Iterator[Any] = zip(*iterables) if spread else iter(iterables[0])
+        source: Iterator[Any] | tuple[Any, ...] = zip(*iterables) if spread else iter(iterables[0])
         count: int | None = None
         if buffersize is None:
             # Like the standard library: the inputs are read now, the calls
@@ -432,10 +432,8 @@ class AutoExecutor(Executor):
             # and the garbage collector stops tracking a tuple of plain
             # values once it has seen it, where it walked a list of a
             # million inputs at each collection (14 ms each).
-            arguments = tuple(iterables[0] if not spread else source)
-            count = len(arguments)
-            source = iter(arguments)
-            del arguments
+            source = tuple(iterables[0] if not spread else source)
+            count = len(source)
         plan = MapPlan(
             self,
             fn,

@@ -17,7 +17,7 @@ import itertools
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import TYPE_CHECKING, Any, cast
@@ -63,7 +63,7 @@ class MapPlan:
         self,
         executor: AutoExecutor,
         fn: Callable[..., Any],
-        source: Iterator[Any],
+        source: Iterator[Any] | tuple[Any, ...],
         *,
         spread: bool,
         count: int | None,
@@ -73,7 +73,8 @@ class MapPlan:
     ) -> None:
         self._executor: AutoExecutor | None = executor
         self._fn = fn
-        # The calls' arguments: tuples to spread (``spread``) or single values.
+        # The calls' arguments: tuples to spread (``spread``) or single values;
+        # all of them (a tuple, ``count`` long), or an iterator over them.
         self._source = source
         self._spread = spread
         self._left = count  # calls not yet dispatched, when known
@@ -189,16 +190,26 @@ class MapPlan:
             self._watched.clear()
         return False
 
-    def _take(self, size: int) -> list[Any]:
+    def _take(self, size: int) -> Sequence[Any]:
         if self._buffersize is not None:
             size = min(size, max(1, self._buffersize - self._ahead))
-        calls = list(itertools.islice(self._source, size))
+        source = self._source
+        calls: Sequence[Any]
+        if type(source) is tuple and self._left is not None:
+            # A slice: a third of what copying through an iterator costs,
+            # which for microsecond calls is a sizeable part of the map.
+            start = len(source) - self._left
+            calls = source[start : start + size]
+        else:
+            calls = list(itertools.islice(source, size))
         if len(calls) < size:
             self._source_done = True
         if self._left is not None:
             self._left -= len(calls)
             if self._left <= 0:
                 self._source_done = True
+        if self._source_done:
+            self._source = ()  # the arguments are the batches' now
         if not calls:
             self._publish([])
         return calls
