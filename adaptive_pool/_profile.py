@@ -111,7 +111,7 @@ def _cgroup_cpu_quota() -> float | None:
         try:
             quota_s, period_s = v2.split()[:2]
             return None if quota_s == "max" else int(quota_s) / int(period_s)
-        except ValueError:
+        except (ValueError, ZeroDivisionError):
             pass
     quota_us = _read_small("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
     period_us = _read_small("/sys/fs/cgroup/cpu/cpu.cfs_period_us")

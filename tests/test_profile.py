@@ -176,6 +176,27 @@ def test_usable_cores_respects_affinity() -> None:
         assert usable_cores() <= len(os.sched_getaffinity(0))
 
 
+@pytest.mark.parametrize(
+    "files, quota",
+    [
+        ({"cpu.max": "200000 100000\n"}, 2.0),
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "0 0\n"}, None),  # nonsense: no quota rather than an error
+        ({"cpu/cpu.cfs_quota_us": "150000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.5),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "junk", "cpu/cpu.cfs_period_us": "100000"}, None),
+        ({}, None),
+    ],
+)
+def test_cgroup_cpu_quota_is_read_from_v2_or_v1_files(
+    monkeypatch: pytest.MonkeyPatch, files: dict[str, str], quota: float | None
+) -> None:
+    from adaptive_pool import _profile
+
+    monkeypatch.setattr(_profile, "_read_small", lambda path: files.get(path.removeprefix("/sys/fs/cgroup/")))
+    assert _profile._cgroup_cpu_quota() == quota
+
+
 def test_static_effects() -> None:
     def returns() -> int:
         return 1
