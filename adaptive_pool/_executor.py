@@ -730,14 +730,16 @@ class AutoExecutor(Executor):
             self._probe_finished(state, sample, probe_round)
             self._route_calls(fn, calls[1:], futures[1:])
             return
-        # The other probes are counted before the first can be judged, or it
-        # would be judged alone.
-        self._route_calls(fn, calls[1:], futures[1:])
-        finished, sample = scout.release()
-        if finished:
-            with self._lock:
-                state.judging += 1
-            self._on_control(self._probe_finished, state, sample, probe_round)
+        try:
+            # The other probes are counted before the first can be judged, or
+            # it would be judged alone.
+            self._route_calls(fn, calls[1:], futures[1:])
+        finally:
+            finished, sample = scout.release()
+            if finished:
+                with self._lock:
+                    state.judging += 1
+                self._on_control(self._probe_finished, state, sample, probe_round)
 
     def _scoutable(self, fn: Callable[..., Any]) -> _FunctionState | None:
         """The state of ``fn`` if a map's first call may scout (see

@@ -456,6 +456,30 @@ def test_a_watched_batch_reports_the_cpu_it_uses_while_it_runs() -> None:
     assert watched.cpu_so_far() is None  # finished
 
 
+def test_a_map_batch_hands_out_results_while_it_still_runs() -> None:
+    # Many calls travel in one batch; a consumer waiting for the first hears
+    # of it long before the last call ends (notices are spaced out, not held).
+    release = threading.Event()
+
+    def first_quick_then_held(i: int) -> int:
+        if i:
+            release.wait(10)
+        return i
+
+    batch = Batch(first_quick_then_held, list(range(4)), [Future()], collect=True, spread=False)
+    sink = batch.outcomes
+    assert sink is not None
+    worker = threading.Thread(target=batch.run_here)
+    worker.start()
+    try:
+        assert sink.wait_for(0, timeout=10)
+        assert sink.items[:1] == [0] and not sink.closed
+    finally:
+        release.set()
+        worker.join()
+    assert sink.closed and sink.items == [0, 1, 2, 3]
+
+
 def test_an_unmeasured_gil_does_not_keep_work_from_processes() -> None:
     # 0.5 stands in for "unknown" when calls were too short for the sampler;
     # that reading must not count as "the GIL is released".
