@@ -681,9 +681,7 @@ class AutoExecutor(Executor):
             sample = box[0] if box else None
             self._monitor.release()
             if scout is None or scout.finished(sample):
-                with self._lock:
-                    state.judging += 1
-                self._on_control(self._probe_finished, state, sample, probe_round)
+                self._judge_later(state, sample, probe_round)
             self._batch_done(batch)
 
         if scout is None:  # a scout may need none (see _route_probes)
@@ -737,9 +735,7 @@ class AutoExecutor(Executor):
         finally:
             finished, sample = scout.release()
             if finished:
-                with self._lock:
-                    state.judging += 1
-                self._on_control(self._probe_finished, state, sample, probe_round)
+                self._judge_later(state, sample, probe_round)
 
     def _scoutable(self, fn: Callable[..., Any]) -> _FunctionState | None:
         """The state of ``fn`` if a map's first call may scout (see
@@ -754,6 +750,13 @@ class AutoExecutor(Executor):
             if state.fn is None and state.facts is None:
                 state.fn = fn
         return state
+
+    def _judge_later(self, state: _FunctionState, sample: CallSample | None, probe_round: int) -> None:
+        """Have a finished probe judged on the control thread (counted in
+        ``state.judging`` meanwhile, for decision_for())."""
+        with self._lock:
+            state.judging += 1
+        self._on_control(self._probe_finished, state, sample, probe_round)
 
     def _probe_finished(self, state: _FunctionState, sample: CallSample | None, probe_round: int) -> None:
         try:
