@@ -198,15 +198,18 @@ class RecordingPolicy:
 
 
 def test_injected_policy_gets_every_feature_and_decides() -> None:
+    # Calls of ~0.2 ms of pure Python: short enough for the inline route,
+    # long enough that their CPU time reads right under load (calls of a
+    # microsecond could read as waiting there, and processes as futile).
     policy = RecordingPolicy("inline")
     with AutoExecutor(policy=policy) as ex:
-        map_tiny(ex, 50)
-        decision = ex.decision_for(tiny)
+        assert list(ex.map(python_loop, [3_000] * 50)) == [python_loop(3_000)] * 50
+        decision = ex.decision_for(python_loop)
     assert decision is not None
     assert (decision.backend, decision.source, decision.confidence) == ("inline", "model", 0.75)
     features, allowed = policy.asked[0]
     assert set(MODEL_FEATURES) | set(SAFETY_FEATURES) <= set(features)
-    assert "process" in allowed  # tiny() is pure and returns values
+    assert "process" in allowed  # python_loop() is pure and returns values
     assert "inline" in str(decision) and "injected" in str(decision)
 
 
@@ -315,6 +318,10 @@ def map_past_a_sprint(monkeypatch: pytest.MonkeyPatch, policy: RecordingPolicy, 
     # policy is only asked about calls left to dispatch).
     monkeypatch.setattr(executor_module, "SPRINT_CHUNK_S", 1e-6)
     monkeypatch.setattr(policy_module, "SPRINT_CHUNK_S", 1e-6)
+    # Every batch reads its CPU clock (a batch that does not is not
+    # counted): else whether a batch counts at all hung on the map lasting
+    # longer than the interval between reads.
+    monkeypatch.setattr("adaptive_pool._batch.CPU_READ_INTERVAL_S", 0.0)
     with AutoExecutor() as ex:
         ex._get_policy = lambda: policy  # type: ignore[method-assign]
         map_tiny(ex, calls)
