@@ -4,7 +4,9 @@ Flow for one function (keyed by :func:`._identity.function_key`):
 
 1. Its first ``probes`` submissions run on the thread route, measured
    (:func:`._profile.measure_call`).  They are real calls; the user gets
-   their results.  Later submissions wait in a pending list.
+   their results.  Later submissions wait in a pending list.  In a map,
+   the first runs alone a moment first (:meth:`AutoExecutor._route_probes`):
+   tiny, it decides alone and the map's calls run inline at once.
 2. When the probes finish, or after ``probe_deadline`` seconds if they are
    still running (a long task must not hold the rest back, and pending work
    may be what a probe is waiting for), the features go to the policy and a
