@@ -190,6 +190,12 @@ class _FunctionState:
         # _start_sprint): [seconds, calls, CPU seconds] of the batches so far.
         self.sprint: list[float] | None = None
 
+    def hold_function(self, fn: Callable[..., Any]) -> None:
+        """Keep ``fn`` while its probes run, unless its facts are read
+        already (see ``fn``); the caller holds the executor's lock."""
+        if self.fn is None and self.facts is None:
+            self.fn = fn
+
 
 class _Scout:
     """A map's first call of an undecided function, which the map waits a
@@ -585,8 +591,8 @@ class AutoExecutor(Executor):
                         state.pending.append((fn, call, future))
                     else:
                         direct.append((call, future))
-                if probes and state.fn is None and state.facts is None:
-                    state.fn = fn
+                if probes:
+                    state.hold_function(fn)
                 # The deadline runs from the first probe, or from the first
                 # call that waits if it passed while nothing was waiting.
                 arm = decision is None and state.timer is None
@@ -749,8 +755,7 @@ class AutoExecutor(Executor):
             if state.decision is not None or state.reprobe or state.probes_started or not state.listeners:
                 return None
             state.probes_started = 1
-            if state.fn is None and state.facts is None:
-                state.fn = fn
+            state.hold_function(fn)
         return state
 
     def _judge_later(self, state: _FunctionState, sample: CallSample | None, probe_round: int) -> None:
