@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from itertools import starmap
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice, starmap
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
@@ -123,12 +123,15 @@ class Outcomes:
         """
         items = self.items
         count = len(calls)
+        # One iterator over the arguments, not slices of them: a call that
+        # raises leaves it just past its argument, where the next stretch
+        # goes on, and a copy of every argument (a pass over memory as long
+        # as the calls' own) is spared.
+        arguments = iter(calls)
         stretch = 1
         while len(items) < count:
-            start = len(items)
-            piece = calls[start : start + stretch]
             try:
-                items.extend(_calls(fn, piece, spread))
+                items.extend(_calls(fn, islice(arguments, stretch), spread))
             except BaseException as exc:  # as the standard library: the caller gets it
                 self._raised(exc)
             else:
@@ -191,7 +194,7 @@ class Outcomes:
                 self._waiters -= 1
 
 
-def _calls(fn: Callable[..., Any], calls: Sequence[Any], spread: bool | None) -> Iterator[Any]:
+def _calls(fn: Callable[..., Any], calls: Iterable[Any], spread: bool | None) -> Iterator[Any]:
     if spread is None:
         return (fn(*args, **kwargs) if kwargs else fn(*args) for args, kwargs in calls)
     return starmap(fn, calls) if spread else map(fn, calls)
@@ -201,6 +204,7 @@ class Batch:
     """Calls of ``fn`` with their futures; ``on_done`` runs once when all settle."""
 
     __slots__ = (
+        "_claim",
         "_finished",
         "_invoke",
         "_on_done",
@@ -251,6 +255,8 @@ class Batch:
         self._on_done = on_done
         self._invoke = invoke or _invoke
         self._finished = False
+        # One token once shared (see share): whoever pops it runs the batch.
+        self._claim: list[bool] | None = None
         # What the batch cost, for noticing a function whose cost changed:
         # calls run, wall time from start to settle, and (when the calls ran
         # in a thread of this process) that thread's CPU time.
@@ -266,6 +272,23 @@ class Batch:
         #: before the batch started, and the calls it ran since, this
         #: batch's included.
         self.runner: tuple[()] | tuple[int, float, int] | None = None
+
+    def share(self) -> None:
+        """Let threads race to run (or settle) this batch: each must
+        :meth:`claim` it first, and only one will."""
+        self._claim = [True]
+
+    def claim(self) -> bool:
+        """Whether the calling thread is the one to run (or settle) this
+        shared batch; False if another claimed it, or it is not shared."""
+        token = self._claim
+        if token is None:
+            return False
+        try:
+            token.pop()  # atomic: one pop of the one token succeeds
+        except IndexError:
+            return False
+        return True
 
     def watch(self) -> None:
         """Have the CPU time of this batch readable from other threads while

@@ -5,7 +5,7 @@ Flow for one function (keyed by :func:`._identity.function_key`):
 1. Its first ``probes`` submissions run on the thread route, measured
    (:func:`._profile.measure_call`).  They are real calls; the user gets
    their results.  Later submissions wait in a pending list.  In a map,
-   the first runs alone a moment first (:meth:`AutoExecutor._route_probes`):
+   the first runs alone a moment first (:meth:`AutoExecutor._scout`):
    tiny, it decides alone and the map's calls run inline at once.
 2. When the probes finish, or after ``probe_deadline`` seconds if they are
    still running (a long task must not hold the rest back, and pending work
@@ -199,11 +199,13 @@ class _FunctionState:
 
 class _Scout:
     """A map's first call of an undecided function, which the map waits a
-    moment for (see :meth:`AutoExecutor._route_probes`)."""
+    moment for (see :meth:`AutoExecutor._scout`)."""
 
-    __slots__ = ("_arrived", "_done", "_lock", "_released", "sample")
+    __slots__ = ("_arrived", "_done", "_lock", "_released", "decided", "judged", "probe_round", "sample", "state")
 
-    def __init__(self) -> None:
+    def __init__(self, state: _FunctionState) -> None:
+        self.state = state
+        self.probe_round = state.round
         self._lock = threading.Lock()
         # Released when the call is over: a lock, not an Event, whose
         # condition costs the worker tens of microseconds to set.
@@ -212,6 +214,11 @@ class _Scout:
         self.sample: CallSample | None = None
         self._done = False
         self._released = False
+        #: True once the call was judged (tiny) while the map waited; and
+        #: ``decided`` if the function was decided then: the map's other
+        #: calls need no probes.
+        self.judged = False
+        self.decided = False
 
     def finished(self, sample: CallSample | None) -> bool:
         """The call is over (``sample`` None: cancelled before it ran).
@@ -451,14 +458,19 @@ class AutoExecutor(Executor):
             chunksize=chunksize,
             buffersize=buffersize,
             probes=self._probes,
+            # Its inline batches may run on the consumer's thread (see
+            # MapPlan.run_on_consumer), unless that thread could not honour the
+            # timeout, or the user asked for the calls to run on threads of
+            # the executor's own: initialized, or named.
+            helped=end_time is None and self._initializer is None and not self._thread_name_prefix,
         )
         with self._lock:
             self._plans.add(plan)
         plan.pump()
-        if not plan.dispatched_all:
+        if plan.needs_control:
             # Its next batches are built there once these finish: started
-            # here, not by a worker (see _control).  A map sent whole (tiny
-            # calls in a few batches) never needs it.
+            # here, not by a worker (see _control).  A map sent whole, or
+            # whose consumer runs its batches (tiny calls), does not need it.
             self._control()
         return map_results(plan, end_time)
 
@@ -692,7 +704,7 @@ class AutoExecutor(Executor):
                 self._judge_later(state, sample, probe_round)
             self._batch_done(batch)
 
-        if scout is None:  # a scout may need none (see _route_probes)
+        if scout is None:  # a scout may need none (see _scout)
             self._control()  # started here, not by the worker that runs the probe
         # Start the GIL sampler now, so it is awake when the probe runs.
         self._monitor.acquire()
@@ -700,54 +712,57 @@ class AutoExecutor(Executor):
         batch = Batch(fn, [call], [future], on_done=done, invoke=invoke)
         self._submit_batch(self._route("thread"), batch)
 
-    def _route_probes(self, fn: Callable[..., Any], calls: list[Call], futures: list[Future[Any]]) -> None:
-        """Route a waiting map's first calls of an undecided function (already
-        counted as outstanding): probes first.
+    def _scout(self, fn: Callable[..., Any], call: Call, future: Future[Any]) -> _Scout | None:
+        """Start a waiting map's first call of an undecided function (already
+        counted as outstanding) alone, and wait up to :data:`_SCOUT_WAIT_S`
+        for it; None if that is not how its first call goes (route it as
+        any other).
 
-        The first runs alone while the map waits up to
-        :data:`_SCOUT_WAIT_S` for it.  Tiny, it has the map's calls run
-        inline at once (see :meth:`_start_sprint`), judged here: no control
-        thread, no second probe, no hand-offs between threads (which had
-        cost a map of 20,000 microsecond calls more than running them did).
-        Otherwise the other probes go as they would have, and the first is
-        judged with them.  The GIL sampler starts before it runs all the
-        same: a thread started beside a call that holds the GIL waits a
-        switch interval for each step of its start, and a sampler started
-        after the wait saw too little of either probe to read the GIL (a
-        pure-Python closure went to threads).  Such a first call also keeps
-        this thread off the GIL for a switch interval past the wait: the
-        other probes start up to 5 ms later than they would have, their
-        readings unchanged (the sampler watched all along).
+        Tiny, it is judged here and the function decided (``decided``): the
+        map's calls then run inline at once (see :meth:`_start_sprint`), with
+        no other probe, no control thread and no hand-offs between threads
+        (which had cost a map of 20,000 microsecond calls more than running
+        them did).  Otherwise the map sends its other probes, then calls
+        :meth:`_scout_over`, and the first is judged with them.  The GIL
+        sampler starts before the call runs all the same: a thread started
+        beside a call that holds the GIL waits a switch interval for each
+        step of its start, and a sampler started after the wait saw too
+        little of either probe to read the GIL (a pure-Python closure went
+        to threads).  Such a first call also keeps this thread off the GIL
+        for a switch interval past the wait: the other probes start up to
+        5 ms later than they would have, their readings unchanged (the
+        sampler watched all along).
         """
         state = self._scoutable(fn)
-        if state is None or not calls:
-            self._route_calls(fn, calls, futures)
-            return
-        scout = _Scout()
-        probe_round = state.round
+        if state is None:
+            return None
+        scout = _Scout(state)
         self._route("thread").prestart(1)
-        self._start_probe(state, fn, calls[0], futures[0], scout)
+        self._start_probe(state, fn, call, future, scout)
         scout.wait(_SCOUT_WAIT_S)
         sample = scout.sample
         if sample is not None and sample.wall_s < TINY_CALL_S:
             # Finished and not released: it is ours to judge (it sprints).
             with self._lock:
                 state.judging += 1
-            self._probe_finished(state, sample, probe_round)
-            self._route_calls(fn, calls[1:], futures[1:])
+            scout.judged = True
+            self._probe_finished(state, sample, scout.probe_round)
+            scout.decided = state.decision is not None
+        return scout
+
+    def _scout_over(self, scout: _Scout) -> None:
+        """The map sent its other probes (counted before the first can be
+        judged, or it would be judged alone): judge the first with them,
+        unless it is still running (then it is judged when over)."""
+        if scout.judged:
             return
-        try:
-            # The other probes are counted before the first can be judged, or
-            # it would be judged alone.
-            self._route_calls(fn, calls[1:], futures[1:])
-        finally:
-            finished, sample = scout.release()
-            if finished:
-                self._judge_later(state, sample, probe_round)
+        finished, sample = scout.release()
+        if finished:
+            self._judge_later(scout.state, sample, scout.probe_round)
 
     def _scoutable(self, fn: Callable[..., Any]) -> _FunctionState | None:
         """The state of ``fn`` if a map's first call may scout (see
-        :meth:`_route_probes`), with that call counted as its first probe."""
+        :meth:`_scout`), with that call counted as its first probe."""
         if self._policy_given or self._forced_decision(fn) is not None:
             return None  # a policy handed in decides tiny calls too
         state = self._state_for(fn)

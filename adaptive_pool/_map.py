@@ -13,6 +13,7 @@ counted from the call to ``map``.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import sys
 import threading
@@ -22,7 +23,7 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import TYPE_CHECKING, Any, cast
 
-from ._batch import Batch, Outcomes, as_calls
+from ._batch import Batch, Call, Outcomes, as_calls
 from ._policy import Decision, computing_now, watch_for_computing
 
 if TYPE_CHECKING:
@@ -36,14 +37,16 @@ WATCH_READS = 128
 
 
 class _Chunk:
-    """Calls of a map that travel as one batch: its future and its outcomes."""
+    """Calls of a map that travel as one batch: its future and its outcomes,
+    and the batch itself if the consumer may run it (see map_results)."""
 
-    __slots__ = ("calls", "future", "outcomes")
+    __slots__ = ("batch", "calls", "future", "outcomes")
 
-    def __init__(self, future: Future[Any], outcomes: Outcomes, calls: int) -> None:
+    def __init__(self, future: Future[Any], outcomes: Outcomes, calls: int, batch: Batch | None) -> None:
         self.future = future
         self.outcomes = outcomes
         self.calls = calls
+        self.batch = batch
 
 
 class _Single:
@@ -70,6 +73,7 @@ class MapPlan:
         chunksize: int,
         buffersize: int | None,
         probes: int,
+        helped: bool = False,
     ) -> None:
         self._executor: AutoExecutor | None = executor
         self._fn = fn
@@ -83,6 +87,12 @@ class MapPlan:
         self._chunksize = chunksize
         self._buffersize = buffersize
         self._probes = probes
+        # Whether the consumer may run the map's inline batches itself
+        # (see run_on_consumer); whether the last batch sent is one of them;
+        # the one it is running.
+        self._helped = helped
+        self._consumer_runs = False
+        self._consumer_batch: Batch | None = None
         self._cond = threading.Condition(threading.Lock())
         self._items: list[_Chunk | _Single | None] = []
         self._in_flight = 0
@@ -101,6 +111,12 @@ class MapPlan:
         executor._count(1)  # the plan keeps shutdown(wait=True) waiting
 
     # -- producer side ------------------------------------------------------
+
+    @property
+    def needs_control(self) -> bool:
+        """Whether the executor's control thread will send the next
+        batches: not once all are sent, nor while the consumer runs them."""
+        return not (self.dispatched_all or self._consumer_runs)
 
     @property
     def dispatched_all(self) -> bool:
@@ -228,26 +244,56 @@ class MapPlan:
 
     def _dispatch_probes(self, executor: AutoExecutor, count: int, *, wait: bool) -> None:
         """Send ``count`` calls alone, to be measured; with ``wait``, plan the
-        rest only once the function is decided."""
-        taken = self._take(count)
-        if not taken:
+        rest only once the function is decided.
+
+        Waiting, the first may scout alone (see ``AutoExecutor._scout``):
+        tiny, it decides at once and the others are never taken as probes,
+        so that every other call goes in batches the consumer may run.
+        """
+        if not wait:
+            probes = self._take_probes(executor, count)
+            if probes:
+                executor._route_calls(self._fn, *probes)
             return
-        calls = as_calls(taken, self._spread)
-        futures: list[Future[Any]] = [Future() for _ in calls]
-        if wait:
-            with self._cond:
-                self._awaiting_decision = True
-        executor._count(len(calls))
-        self._publish([_Single(future) for future in futures])
+        with self._cond:
+            self._awaiting_decision = True
+        first = self._take_probes(executor, 1)
         # Listen before the probes start: whoever decides must know that a
         # map waits (tiny probes may be over before _route_calls returns).
-        listening = wait and executor._when_decided(self._fn, self._decided, self._left)
-        if listening:
-            executor._route_probes(self._fn, calls, futures)
-        else:
-            executor._route_calls(self._fn, calls, futures)
-        if wait and not listening:
+        if not executor._when_decided(self._fn, self._decided, self._left):
+            if first:
+                executor._route_calls(self._fn, *first)
             self._resume()  # decided meanwhile
+            return
+        if not first:
+            return
+        scout = executor._scout(self._fn, first[0][0], first[1][0])
+        if scout is not None and scout.decided:
+            return
+        calls, futures = ([], []) if scout is not None else first
+        try:
+            more = self._take_probes(executor, count - 1)
+            if more:
+                calls, futures = calls + more[0], futures + more[1]
+            if calls:
+                executor._route_calls(self._fn, calls, futures)
+        finally:
+            if scout is not None:
+                executor._scout_over(scout)
+
+    def _take_probes(self, executor: AutoExecutor, count: int) -> tuple[list[Call], list[Future[Any]]] | None:
+        """Take up to ``count`` calls as probes, counted and visible to the
+        consumer; None if there are none."""
+        if count < 1 or self._source_done:
+            return None
+        taken = self._take(count)
+        if not taken:
+            return None
+        calls = as_calls(taken, self._spread)
+        futures: list[Future[Any]] = [Future() for _ in calls]
+        executor._count(len(calls))
+        self._publish([_Single(future) for future in futures])
+        return calls, futures
 
     def _decided(self, outcome: Decision | BaseException | None) -> None:
         """Listener: the decision (go on), None (cancelled) or an error."""
@@ -293,6 +339,7 @@ class MapPlan:
             spread=self._spread,
         )
         assert batch.outcomes is not None
+        helpable = batch if self._helped and decision.backend == "inline" else None
         watched = self._watching and watch_for_computing(decision)
         if watched:
             batch.watch()
@@ -300,12 +347,19 @@ class MapPlan:
             # Two batches per worker keep each busy while the control thread
             # builds the next; the inline lane runs batches of microsecond
             # calls that may be over before that thread wakes (0.2-0.5 ms).
-            self._window = 4 if decision.backend == "inline" else max(2, 2 * decision.workers)
+            # A consumer that runs the batches itself needs one at a time: a
+            # batch queued ahead is one the lane may take, and the two then
+            # fight for the GIL (a map of tiny calls took 2x a plain loop).
+            if decision.backend == "inline":
+                self._window = 1 if helpable is not None else 4
+            else:
+                self._window = max(2, 2 * decision.workers)
+            self._consumer_runs = helpable is not None
             self._in_flight += 1
             if watched:
                 self._watched[batch] = decision
         executor._count(1)
-        self._publish([_Chunk(future, batch.outcomes, len(calls))])
+        self._publish([_Chunk(future, batch.outcomes, len(calls), helpable)])
         route.ensure_workers(decision.workers)
         executor._submit_batch(route, batch)
         return True
@@ -316,6 +370,8 @@ class MapPlan:
         with self._cond:
             self._in_flight -= 1
             self._watched.pop(batch, None)
+        if batch is self._consumer_batch:
+            return  # the consumer sends the next itself (see run_on_consumer)
         # Not self.pump() here, in the worker thread that ran the batch: the
         # next batches are built on the executor's control thread (see
         # adaptive_pool._control for why).
@@ -370,6 +426,29 @@ class MapPlan:
             # end of a sprint left a lane of tiny calls idle for 11 ms).
             self.pump()
 
+    def run_on_consumer(self, batch: Batch) -> None:
+        """Run an inline batch here, in the consumer's thread, unless the lane
+        (or a shutdown) claimed it first.
+
+        The consumer would only wait for it: running the calls itself spares
+        the hand-offs between threads, and the fight for the GIL with the
+        lane, that had cost a map of microsecond calls as much again as the
+        calls (2x a plain loop, however long the map).  They run in a context
+        of their own, as on a pool's thread: context variables (decimal's
+        context among them) neither leak in from the consumer nor out to it.
+        """
+        if not batch.claim():
+            return
+        self._consumer_batch = batch
+        try:
+            contextvars.Context().run(batch.run_here)
+        finally:
+            self._consumer_batch = None
+        # The next batch goes now, not once these results are read: a
+        # consumer that stops reading half-way must not stop the map (it
+        # runs whole, as with the standard library; shutdown waits for it).
+        self.pump()
+
     def close(self) -> None:
         """The consumer is gone: cancel what has not started, dispatch no more."""
         with self._cond:
@@ -422,8 +501,11 @@ def map_results(plan: MapPlan, end_time: float | None) -> Iterator[Any]:
                     yield _draining([_pop_result(box, remaining())])
                 else:
                     assert isinstance(item, _Chunk)
-                    sink, future = item.outcomes, item.future
+                    sink, future, batch = item.outcomes, item.future, item.batch
                     del item
+                    if batch is not None:
+                        plan.run_on_consumer(batch)
+                        del batch
                     items = sink.items
                     taken = 0
                     while True:

@@ -264,6 +264,9 @@ class InlineRoute(Route):
         """Queue ``batch`` behind the lane's others; send out a lane if none is."""
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        # A map's consumer may run it first (see _map.map_results): the lane
+        # and anything settling the backlog claim a batch before touching it.
+        batch.share()
         self._backlog.put(batch)
         if self._lane_out:
             return  # the lane looks at the backlog again before it ends
@@ -276,11 +279,11 @@ class InlineRoute(Route):
         except BaseException as exc:
             # The thread route is closed or broken: this batch fails with it
             # (the caller settles it), and so do any queued behind it meanwhile.
-            for queued in _take_all(self._backlog):
-                if queued is not batch:
-                    queued.settle(exc)
+            _settle_claimed([queued for queued in _take_all(self._backlog) if queued is not batch], exc)
             self._lane_ended()
-            raise
+            if batch.claim():
+                raise
+            # else a map's consumer took it meanwhile and runs it.
 
     def ensure_workers(self, count: int) -> None:
         """Always one lane: that is the point of this route."""
@@ -321,19 +324,16 @@ class InlineRoute(Route):
 
     def settle_backlog(self, outcome: Any) -> None:
         """Settle every queued batch with ``outcome``: the lane will not run."""
-        for batch in _take_all(self._backlog):
-            batch.settle(outcome)
+        _settle_claimed(_take_all(self._backlog), outcome)
         self._lane_ended()
         # Batches queued while the flag still said a lane was out sent none.
-        for batch in _take_all(self._backlog):
-            batch.settle(outcome)
+        _settle_claimed(_take_all(self._backlog), outcome)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Finish (or cancel) the backlog; with ``wait``, until the lane is in."""
         self._shutdown = True
         if cancel_futures:
-            for batch in _take_all(self._backlog):
-                batch.settle(CANCELLED)
+            _settle_claimed(_take_all(self._backlog), CANCELLED)
         while wait:
             with self._lock:
                 if not self._lane_out:
@@ -342,6 +342,14 @@ class InlineRoute(Route):
                     self._lane_in = threading.Event()
                 lane_in = self._lane_in
             lane_in.wait()  # and look again: an ending lane may take itself back
+
+
+def _settle_claimed(batches: list[Batch], outcome: Any) -> None:
+    """Settle the batches no other thread claimed (a map's consumer may be
+    running one: see InlineRoute.submit)."""
+    for batch in batches:
+        if batch.claim():
+            batch.settle(outcome)
 
 
 def _take_all(work: queue.SimpleQueue[T]) -> list[T]:
@@ -368,7 +376,8 @@ class _Lane:
             batch = route.next_batch()
             if batch is None:
                 return
-            batch.run_here()
+            if batch.claim():
+                batch.run_here()
             del batch
 
     def settle(self, outcome: Any) -> None:

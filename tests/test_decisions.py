@@ -295,6 +295,54 @@ def test_a_map_of_tiny_calls_starts_one_worker_and_no_control_thread(monkeypatch
     assert len(started) == 1 and not started[0].endswith("-control"), started
 
 
+def whose_thread(_: int) -> int:
+    """A tiny call that says which thread ran it."""
+    return threading.get_ident()
+
+
+@pytest.mark.parametrize(
+    "options, map_options, consumer_runs",
+    [
+        ({}, {}, True),
+        ({}, {"timeout": 30}, False),  # a timeout the consumer could not honour while running calls
+        ({"initializer": int}, {}, False),  # the calls need initialized threads
+        ({"thread_name_prefix": "Named"}, {}, False),  # ... or named ones
+    ],
+)
+def test_the_consumer_of_a_map_of_tiny_calls_runs_them_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], map_options: dict[str, Any], consumer_runs: bool
+) -> None:
+    monkeypatch.setattr("adaptive_pool._executor._SCOUT_WAIT_S", 5.0)
+    with AutoExecutor(**options) as ex:
+        idents = set(ex.map(whose_thread, range(3000), **map_options))
+        decision = ex.decision_for(whose_thread)
+    assert decision is not None and decision.backend == "inline", str(decision)
+    assert (threading.get_ident() in idents) is consumer_runs, idents
+
+
+READ_BY_CALLS: Any = __import__("contextvars").ContextVar("read_by_calls", default="unset")
+
+
+def read_and_set_context(x: int) -> str:
+    seen = READ_BY_CALLS.get()
+    READ_BY_CALLS.set(f"set by call {x}")
+    return seen
+
+
+def test_tiny_calls_run_by_the_consumer_see_a_context_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As on a pool's thread: the consumer's context variables are not seen
+    # by the calls, and what the calls set does not reach the consumer.
+    monkeypatch.setattr("adaptive_pool._executor._SCOUT_WAIT_S", 5.0)
+    token = READ_BY_CALLS.set("the consumer's")
+    try:
+        with AutoExecutor() as ex:
+            seen = list(ex.map(read_and_set_context, range(3000)))
+        assert "the consumer's" not in seen
+        assert READ_BY_CALLS.get() == "the consumer's"
+    finally:
+        READ_BY_CALLS.reset(token)
+
+
 def test_work_the_rules_leave_to_threads_is_decided_without_a_policy() -> None:
     with AutoExecutor() as ex:
         asked = count_policy_reads(ex)

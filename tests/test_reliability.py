@@ -435,6 +435,30 @@ def test_inline_lane_never_strands_a_batch(moment: str) -> None:
         threads.shutdown(wait=False)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("taken", [0, 10])
+@pytest.mark.parametrize("ending", ["shutdown", "background"])
+def test_a_map_of_tiny_calls_runs_whole_without_its_consumer(taken: int, ending: str) -> None:
+    # The consumer of such a map runs its batches when it reads them; a map
+    # read only in part, or not at all, still runs every call, as with the
+    # standard library (by the executor's own threads, then).
+    ran: list[int] = []
+    ex = AutoExecutor()
+    try:
+        results = ex.map(ran.append, range(20_000))
+        assert [next(results) for _ in range(taken)] == [None] * taken
+        if ending == "shutdown":
+            ex.shutdown(wait=True)
+        else:
+            deadline = time.monotonic() + 30
+            while len(ran) < 20_000 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert sorted(ran) == list(range(20_000))
+        del results
+    finally:
+        ex.shutdown(wait=False, cancel_futures=True)  # a failure above must not hang here
+
+
 def test_callbacks_that_submit_more_work(ex: AutoExecutor) -> None:
     done = threading.Event()
     seen: list[int] = []
