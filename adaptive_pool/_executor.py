@@ -737,8 +737,13 @@ class AutoExecutor(Executor):
         if state is None:
             return None
         scout = _Scout(state)
-        self._route("thread").prestart(1)
-        self._start_probe(state, fn, call, future, scout)
+        # The sampler starts while a worker does (see GilMonitor.acquire).
+        self._monitor.acquire(wait=False)
+        try:
+            self._route("thread").prestart(1)
+            self._start_probe(state, fn, call, future, scout)
+        finally:
+            self._monitor.release()
         scout.wait(_SCOUT_WAIT_S)
         sample = scout.sample
         if sample is not None and sample.wall_s < TINY_CALL_S:
