@@ -242,9 +242,13 @@ class InlineRoute(Route):
     thread of its own took a fraction of a millisecond to start, longer
     than a whole map of tiny calls may take); with none idle it starts one
     beyond the thread limit, so that calls waiting in thread tasks never
-    wait for the lane (nested maps).  The caller's thread never runs user
-    code, so cancel, ``cancel_futures``, ``map(timeout=)`` and initializers
-    behave as on any pool.
+    wait for the lane (nested maps).  A map's consumer may run the map's
+    batches itself instead (see ``MapPlan.run_on_consumer``): every batch
+    is shared, and the lane, the consumer and a shutdown that cancels each
+    claim a batch before touching it.  Submitted calls, and maps with a
+    timeout, an initializer or thread names, run on the lane only, so
+    cancel, ``cancel_futures``, ``map(timeout=)`` and initializers behave
+    as on any pool.
     """
 
     name = "inline"
