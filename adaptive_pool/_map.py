@@ -38,7 +38,7 @@ WATCH_READS = 128
 
 class _Chunk:
     """Calls of a map that travel as one batch: its future and its outcomes,
-    and the batch itself if the consumer may run it (see map_results)."""
+    and the batch itself if the consumer may run it (see run_on_consumer)."""
 
     __slots__ = ("batch", "calls", "future", "outcomes")
 
@@ -258,14 +258,15 @@ class MapPlan:
         with self._cond:
             self._awaiting_decision = True
         first = self._take_probes(executor, 1)
+        if first is None:  # no calls: nothing to decide
+            with self._cond:
+                self._awaiting_decision = False
+            return
         # Listen before the probes start: whoever decides must know that a
         # map waits (tiny probes may be over before _route_calls returns).
         if not executor._when_decided(self._fn, self._decided, self._left):
-            if first:
-                executor._route_calls(self._fn, *first)
+            executor._route_calls(self._fn, *first)
             self._resume()  # decided meanwhile
-            return
-        if not first:
             return
         scout = executor._scout(self._fn, first[0][0], first[1][0])
         if scout is not None and scout.decided:
@@ -349,7 +350,8 @@ class MapPlan:
             # calls that may be over before that thread wakes (0.2-0.5 ms).
             # A consumer that runs the batches itself needs one at a time: a
             # batch queued ahead is one the lane may take, and the two then
-            # fight for the GIL (a map of tiny calls took 2x a plain loop).
+            # fight for the GIL (beside a lane running a batch it took ahead,
+            # the consumer of 200,000 tiny calls took 0.4-0.5 ms to send one).
             if decision.backend == "inline":
                 self._window = 1 if helpable is not None else 4
             else:
@@ -431,9 +433,9 @@ class MapPlan:
         (or a shutdown) claimed it first.
 
         The consumer would only wait for it: running the calls itself spares
-        the hand-offs between threads, and the fight for the GIL with the
-        lane, that had cost a map of microsecond calls as much again as the
-        calls (2x a plain loop, however long the map).  They run in a context
+        the hand-offs between threads and the fight for the GIL with the
+        lane (a map of 200,000 microsecond calls: 0.88x the time it took on
+        the lane, 20,000: 0.93x).  They run in a context
         of their own, as on a pool's thread: context variables (decimal's
         context among them) neither leak in from the consumer nor out to it.
         """

@@ -268,7 +268,7 @@ class InlineRoute(Route):
         """Queue ``batch`` behind the lane's others; send out a lane if none is."""
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        # A map's consumer may run it first (see _map.map_results): the lane
+        # A map's consumer may run it first (see MapPlan.run_on_consumer): the lane
         # and anything settling the backlog claim a batch before touching it.
         batch.share()
         self._backlog.put(batch)
