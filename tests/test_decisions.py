@@ -320,6 +320,23 @@ def test_the_consumer_of_a_map_of_tiny_calls_runs_them_unless_told_otherwise(
     assert (threading.get_ident() in idents) is consumer_runs, idents
 
 
+def fails_at_2000(x: int) -> int:
+    if x == 2000:
+        raise ValueError(x)
+    return x + 1
+
+
+def test_a_tiny_call_that_raises_in_the_consumers_batch_fails_at_its_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("adaptive_pool._executor._SCOUT_WAIT_S", 5.0)
+    with AutoExecutor() as ex:
+        results = ex.map(fails_at_2000, range(3000))
+        assert [next(results) for _ in range(2000)] == [x + 1 for x in range(2000)]
+        with pytest.raises(ValueError, match="2000"):
+            next(results)
+        # The executor goes on as before.
+        assert list(ex.map(tiny, range(3000))) == [x + 1 for x in range(3000)]
+
+
 READ_BY_CALLS: Any = __import__("contextvars").ContextVar("read_by_calls", default="unset")
 
 
