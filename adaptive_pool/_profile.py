@@ -330,7 +330,7 @@ class GilMonitor:
         one (``_thread``): it runs none of the user's code, and a
         ``threading.Thread`` makes its starter wait for it to run, where
         this one can start while the starter starts a worker (a map's
-        first call is 0.1-0.2 ms sooner under way).
+        first call is about 0.1 ms sooner under way).
         """
         with self._lock:
             self._users += 1
@@ -338,7 +338,12 @@ class GilMonitor:
             if not self._sampling:
                 self._sampling = True
                 started = self._started = threading.Event()
-                _thread.start_new_thread(self._run, (started,))
+                try:
+                    _thread.start_new_thread(self._run, (started,))
+                except BaseException:  # no thread to be had: the next call tries again
+                    self._sampling = False
+                    self._users -= 1
+                    raise
         if wait and not started.is_set():
             started.wait(0.05)
 
