@@ -341,6 +341,8 @@ class MapPlan:
         )
         assert batch.outcomes is not None
         helpable = batch if self._helped and decision.backend == "inline" else None
+        if helpable is not None:
+            helpable.offer()
         watched = self._watching and watch_for_computing(decision)
         if watched:
             batch.watch()
@@ -439,7 +441,7 @@ class MapPlan:
         of their own, as on a pool's thread: context variables (decimal's
         context among them) neither leak in from the consumer nor out to it.
         """
-        if not batch.claim():
+        if not batch.take_over():
             return
         self._consumer_batch = batch
         try:

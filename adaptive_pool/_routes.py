@@ -243,9 +243,9 @@ class InlineRoute(Route):
     than a whole map of tiny calls may take); with none idle it starts one
     beyond the thread limit, so that calls waiting in thread tasks never
     wait for the lane (nested maps).  A map's consumer may run the map's
-    batches itself instead (see ``MapPlan.run_on_consumer``): every batch
-    is shared, and the lane, the consumer and a shutdown that cancels each
-    claim a batch before touching it.  Submitted calls, and maps with a
+    batches itself instead (see ``MapPlan.run_on_consumer``): such a batch
+    is shared once queued, and the lane, the consumer and a shutdown that
+    cancels each claim it before touching it.  Submitted calls, and maps with a
     timeout, an initializer or thread names, run on the lane only, so
     cancel, ``cancel_futures``, ``map(timeout=)`` and initializers behave
     as on any pool.
