@@ -418,7 +418,12 @@ class AutoExecutor(Executor):
         allows (the process route honours ``chunksize`` as the standard
         library does), so a million tiny calls do not make a million
         futures.  ``buffersize`` (as in Python 3.14) bounds how many inputs
-        are taken from the iterables ahead of the results consumed.
+        are taken from the iterables ahead of the results consumed.  Calls
+        judged tiny may run on the thread that reads the results, as it
+        reads them (in a ``contextvars`` context of their own), unless
+        ``timeout`` is given or the executor has an ``initializer`` or a
+        ``thread_name_prefix``; a map read in part, or not at all, still
+        runs whole on the executor's threads.
         """
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
