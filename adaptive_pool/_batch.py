@@ -294,17 +294,17 @@ class Batch:
         """Whether the route (or whoever settles its queue) is to run or
         settle this batch: always, unless it is shared and the consumer
         took it over first."""
-        token = self._claim
-        if token is None or token is False:
-            return True
-        return bool(token.acquire(False))
+        return self._take_token(unshared=True)
 
     def take_over(self) -> bool:
         """Whether a map's consumer may run this batch itself: it is shared
         (queued on its route) and nobody claimed it yet."""
+        return self._take_token(unshared=False)
+
+    def _take_token(self, *, unshared: bool) -> bool:
         token = self._claim
         if token is None or token is False:
-            return False
+            return unshared
         return bool(token.acquire(False))
 
     def watch(self) -> None:

@@ -8,7 +8,9 @@ later calls take the new route, a process pool's backlog stays here (a
 crashed worker can only touch what was in flight), and ``buffersize``
 bounds how far ahead of the consumer the plan reads its inputs.  Results
 are still yielded in input order, one call at a time, with the timeout
-counted from the call to ``map``.
+counted from the call to ``map``.  Batches of tiny calls on the inline
+route are run by the consumer itself as it comes to them, unless the lane
+took them first (see :meth:`MapPlan.run_on_consumer`).
 """
 
 from __future__ import annotations
