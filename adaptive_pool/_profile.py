@@ -308,9 +308,11 @@ class GilMonitor:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._users = 0
-        # Whether the sampler thread runs, and the event it sets once sampling.
+        # Whether the sampler thread runs, and the event it sets once
+        # sampling (made with the thread: none for an executor that never
+        # probes).
         self._sampling = False
-        self._started = threading.Event()
+        self._started: threading.Event | None = None
         self._asleep_since: float | None = None
         # Stretches of the executor's own work, finished and running.
         self._own_done: deque[tuple[float, float]] = deque(maxlen=256)
@@ -344,6 +346,7 @@ class GilMonitor:
                     self._sampling = False
                     self._users -= 1
                     raise
+        assert started is not None  # made with the thread, which runs
         if wait and not started.is_set():
             started.wait(0.05)
 
