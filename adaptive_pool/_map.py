@@ -110,6 +110,9 @@ class MapPlan:
         # decision that sent each (see _computing_caught).
         self._watched: dict[Batch, Decision] = {}
         self._watching = True
+        # Wall seconds and calls of the batches run under a forced decision
+        # (nothing probed): they size the next ones (see _forced_per_call).
+        self._forced_cost: list[float] = [0.0, 0.0]
         executor._count(1)  # the plan keeps shutdown(wait=True) waiting
 
     # -- producer side ------------------------------------------------------
@@ -325,7 +328,10 @@ class MapPlan:
             return True  # judged meanwhile: look again
         decision = batch_decision
         route = executor._route(decision.backend)  # raises once the executor is closed
-        size = executor._batch_size(decision, self._left or decision.chunksize, self._chunksize)
+        if decision.source == "forced":
+            size = executor._forced_batch_size(decision, self._left, self._chunksize, self._forced_per_call())
+        else:
+            size = executor._batch_size(decision, self._left or decision.chunksize, self._chunksize)
         calls = self._take(size)
         if not calls:
             return False
@@ -370,10 +376,21 @@ class MapPlan:
         executor._submit_batch(route, batch)
         return True
 
+    def _forced_per_call(self) -> float | None:
+        """Seconds a call of this map's batches took under a forced
+        decision, so far; None before the first is over."""
+        with self._cond:
+            seconds, calls = self._forced_cost
+        return seconds / calls if calls else None
+
     def _chunk_done(self, batch: Batch, decision: Decision, executor: AutoExecutor) -> None:
         executor._batch_done(batch)
         executor._observe(self._fn, decision, batch, more_to_come=not self._source_done)
+        forced = decision.source == "forced" and batch.ran and batch.elapsed_s is not None
         with self._cond:
+            if forced:
+                self._forced_cost[0] += batch.elapsed_s or 0.0
+                self._forced_cost[1] += batch.ran
             self._in_flight -= 1
             self._watched.pop(batch, None)
         if batch is self._consumer_batch:

@@ -21,7 +21,7 @@ from adaptive_pool import (
     pin,
     reset_profiles,
 )
-from adaptive_pool._policy import Backend, process_blockers
+from adaptive_pool._policy import Backend, forced_decision, process_blockers
 from adaptive_pool._profile import (
     MODEL_FEATURES,
     PROFILES,
@@ -157,6 +157,20 @@ def test_prefer_forces_and_skips_probing() -> None:
             decision = ex.decision_for(nap)
             assert decision is not None
             assert (decision.backend, decision.source) == (backend, "forced")
+
+
+def test_a_forced_map_sizes_its_batches_by_what_its_calls_took() -> None:
+    size = AutoExecutor._forced_batch_size
+    threads = forced_decision("thread", "prefer='threads'", None, 2)
+    assert size(threads, 10_000, 1, None) == 1  # nothing timed yet: the first call goes alone
+    assert size(threads, 10_000, 1, 0.05) == 1  # slow calls stay one a batch, side by side
+    tiny_size = size(threads, 10_000, 1, 1e-6)
+    assert 1 < tiny_size <= -(-10_000 // (4 * threads.workers))  # every thread still gets some
+    assert size(threads, None, 1, 1e-6) > 1  # from an iterator of unknown length too
+    inline = forced_decision("inline", "prefer='inline'", None, 2)
+    assert size(inline, 10_000, 1, 1e-6) > tiny_size  # one thread: no share to keep
+    processes = forced_decision("process", "prefer='processes'", None, 2)
+    assert size(processes, 10_000, 7, None) == 7  # the user's chunksize, as ProcessPoolExecutor.map
 
 
 def test_pin_decorator_fixes_the_route() -> None:

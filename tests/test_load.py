@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from adaptive_pool import AutoExecutor, _executor
+from adaptive_pool import AutoExecutor, _executor, _map
 from adaptive_pool._profile import PROFILES
 from adaptive_pool._workloads import tiny
 
@@ -79,6 +79,7 @@ class _CountingFuture(Future):  # type: ignore[type-arg]
 @pytest.mark.timeout(120)
 def test_map_of_a_million_items_uses_chunks_not_a_million_futures(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_executor, "Future", _CountingFuture)
+    monkeypatch.setattr(_map, "Future", _CountingFuture)  # where a map makes its chunks' futures
     _CountingFuture.created = 0
     with AutoExecutor(2) as ex:
         total = 0
@@ -89,6 +90,23 @@ def test_map_of_a_million_items_uses_chunks_not_a_million_futures(monkeypatch: p
     assert count == 1_000_000
     assert total == sum(tiny(i) for i in range(1_000_000))
     assert _CountingFuture.created < 5_000, f"{_CountingFuture.created} futures for 1,000,000 items"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("prefer", ["threads", "processes", "inline"])
+def test_a_forced_map_of_tiny_calls_goes_in_batches_sized_by_their_time(
+    prefer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing is probed under prefer=, but the map's first batches are timed
+    # and size the next: one call a batch made 50,000 such calls on threads
+    # slower than ThreadPoolExecutor, and on processes take seconds.
+    monkeypatch.setattr(_map, "Future", _CountingFuture)
+    _CountingFuture.created = 0
+    with AutoExecutor(2, prefer=prefer) as ex:
+        results = list(ex.map(tiny, range(50_000)))
+        assert ex.decision_for(tiny).source == "forced"  # type: ignore[union-attr]
+    assert results == [tiny(i) for i in range(50_000)]
+    assert _CountingFuture.created < 200, f"{_CountingFuture.created} batches for 50,000 tiny calls"
 
 
 def _peak_blocks_during(start: Callable[[], Iterator[Any]], expected: Callable[[int], Any], every: int = 500) -> int:
