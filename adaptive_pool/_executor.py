@@ -1326,7 +1326,9 @@ class AutoExecutor(Executor):
             self._observe(batch.fn, batch.decision, batch)
 
     @staticmethod
-    def _forced_batch_size(decision: Decision, count: int | None, user_chunksize: int, per_call_s: float | None) -> int:
+    def _forced_batch_size(
+        decision: Decision, count: int | None, user_chunksize: int, per_call_s: float | None
+    ) -> int:
         """Calls in a map's next batch under a decision the user made
         (``prefer=`` or a pin), with nothing probed: sized by what the map's
         batches took so far (``per_call_s``), as a decided route's are by
