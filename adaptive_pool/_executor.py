@@ -1344,7 +1344,7 @@ class AutoExecutor(Executor):
             return 1
         size = size_chunks(decision.backend, {"wall_s": per_call_s})
         if count is not None and decision.backend != "inline":
-            size = min(size, -(-count // (4 * max(1, decision.workers))))
+            size = AutoExecutor._within_share(size, count, decision)
         return max(1, size)
 
     @staticmethod
@@ -1359,9 +1359,14 @@ class AutoExecutor(Executor):
             # generously but keep results flowing early.
             size = max(1, min(256, count // 8))
         elif decision.backend != "inline":
-            # Enough batches to keep every worker busy, each near the target length.
-            size = min(size, -(-count // (4 * max(1, decision.workers))))
+            size = AutoExecutor._within_share(size, count, decision)
         return max(1, size)
+
+    @staticmethod
+    def _within_share(size: int, count: int, decision: Decision) -> int:
+        """``size`` cut so that ``count`` calls make enough batches to keep
+        every worker busy, each near the target length."""
+        return min(size, -(-count // (4 * max(1, decision.workers))))
 
     def _submit_batch(self, route: Route, batch: Batch) -> None:
         gate = self._gate

@@ -386,10 +386,10 @@ class MapPlan:
     def _chunk_done(self, batch: Batch, decision: Decision, executor: AutoExecutor) -> None:
         executor._batch_done(batch)
         executor._observe(self._fn, decision, batch, more_to_come=not self._source_done)
-        forced = decision.source == "forced" and batch.ran and batch.elapsed_s is not None
+        elapsed = batch.elapsed_s if decision.source == "forced" and batch.ran else None
         with self._cond:
-            if forced:
-                self._forced_cost[0] += batch.elapsed_s or 0.0
+            if elapsed is not None:
+                self._forced_cost[0] += elapsed
                 self._forced_cost[1] += batch.ran
             self._in_flight -= 1
             self._watched.pop(batch, None)
