@@ -65,16 +65,15 @@ from ._policy import (
     sprint_decision,
     watch_for_computing,
 )
+from ._bytecode import StaticEffects, static_effects
 from ._profile import (
     PROFILES,
     CallSample,
     GilMonitor,
     ProbeTracker,
-    StaticEffects,
     function_picklable,
     measure_call,
     pickled_size,
-    static_effects,
     summarize,
     usable_cores,
 )

@@ -14,18 +14,17 @@ whether the process route is allowed at all and are never left to a model.
 from __future__ import annotations
 
 import _thread
-import dis  # dis and pickle: loaded with the package (see _executor's imports)
 import logging
 import os
 import pickle
 import threading
 import time
-import types
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from ._batch import THREAD_CLOCKS, thread_cpu_clock
+from ._bytecode import StaticEffects
 from ._identity import calls_per_invocation, underlying_function
 
 __all__ = [
@@ -39,7 +38,6 @@ __all__ = [
     "ProfileStore",
     "measure_call",
     "pickled_size",
-    "static_effects",
     "summarize",
     "usable_cores",
 ]
@@ -223,58 +221,6 @@ def function_picklable(fn: Callable[..., Any]) -> bool:
         return True
     except Exception:
         return False
-
-
-# --------------------------------------------------------------------------
-# Static side-effect hints
-
-
-# CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR (values as in ``inspect``)
-_GENERATOR_FLAGS = 0x0020 | 0x0080 | 0x0200
-_GLOBAL_WRITES = {"STORE_GLOBAL", "DELETE_GLOBAL"}
-_DEREF_WRITES = {"STORE_DEREF", "DELETE_DEREF"}
-
-
-class StaticEffects(NamedTuple):
-    """What a function's byte code says about its side effects."""
-
-    #: Some ``return`` may give a value other than ``None``.  ``None`` when
-    #: the code cannot be read (builtins, callable objects).
-    may_return_value: bool | None
-    #: The code assigns a module global or a variable of an enclosing scope:
-    #: in a worker process that assignment would be lost.
-    writes_shared_state: bool
-
-
-def static_effects(fn: Callable[..., Any]) -> StaticEffects:
-    """Read ``fn``'s byte code for side effects a process would lose.
-
-    This is a hint that errs towards caution: it lets a decision taken while
-    the first calls are still running keep side-effect-only functions off the
-    process route before any result has been seen.
-    """
-    inner = underlying_function(fn)
-    code = getattr(inner, "__code__", None)
-    if not isinstance(code, types.CodeType):
-        return StaticEffects(may_return_value=None, writes_shared_state=False)
-    if code.co_flags & _GENERATOR_FLAGS:
-        # Generators and coroutines return objects no process can send back.
-        return StaticEffects(may_return_value=True, writes_shared_state=True)
-    may_return_value = False
-    writes = False
-    previous: dis.Instruction | None = None
-    for ins in dis.get_instructions(code):
-        if ins.opname in _GLOBAL_WRITES or ins.opname in _DEREF_WRITES and ins.argval in code.co_freevars:
-            writes = True
-        elif ins.opname == "RETURN_CONST":
-            may_return_value = may_return_value or ins.argval is not None
-        elif ins.opname == "RETURN_VALUE":
-            returns_none = (
-                previous is not None and previous.opname == "LOAD_CONST" and previous.argval is None
-            )
-            may_return_value = may_return_value or not returns_none
-        previous = ins
-    return StaticEffects(may_return_value=may_return_value, writes_shared_state=writes)
 
 
 # --------------------------------------------------------------------------
@@ -523,14 +469,19 @@ def measure_call(
     kwargs: Mapping[str, Any],
     monitor: GilMonitor,
     tracker: ProbeTracker | None = None,
+    *,
+    holds_gil: bool = False,
 ) -> tuple[bool, Any, CallSample]:
     """Run ``fn(*args, **kwargs)`` and measure it.
 
     Returns ``(ok, value_or_exception, sample)``.  The call runs in the
     current thread; pickled sizes are measured after it returns, so that
-    the user's result is not delayed by more than that.
+    the user's result is not delayed by more than that.  ``holds_gil``: the
+    call runs nothing but byte code (see :func:`~adaptive_pool._bytecode.self_contained`),
+    so its GIL share is its CPU share, and the GIL sampler is not started.
     """
-    monitor.acquire()
+    if not holds_gil:
+        monitor.acquire()
     runqueue = _RunqueueClock()
     queued0 = runqueue.seconds()
     token = tracker.start(queued0) if tracker is not None else None
@@ -553,7 +504,8 @@ def measure_call(
         runqueue.close()
         if tracker is not None and token is not None:
             tracker.finish(token)
-        monitor.release()
+        if not holds_gil:
+            monitor.release()
     # Time this thread was ready to run but had no core (other programs
     # loading the machine) says nothing about the function: leave it out.
     cpu = min(max(0.0, cpu1 - cpu0), wall1 - wall0)  # less the reads themselves
@@ -564,7 +516,7 @@ def measure_call(
     # A wrapper running n calls of the function (a joblib batch) is measured
     # per call, so that batch sizes do not change what is learnt.
     n = calls_per_invocation(fn)
-    gil = monitor.hold_between(wall0, wall1)
+    gil = cpu / wall if holds_gil else monitor.hold_between(wall0, wall1)
     if gil is not None:
         # A thread off the CPU holds no GIL: contention beyond the call's own
         # CPU share came from other threads.

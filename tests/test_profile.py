@@ -30,6 +30,7 @@ from adaptive_pool._policy import (
     size_workers,
     watch_for_computing,
 )
+from adaptive_pool._bytecode import static_effects
 from adaptive_pool._profile import (
     MODEL_FEATURES,
     CallSample,
@@ -38,7 +39,6 @@ from adaptive_pool._profile import (
     ProfileStore,
     measure_call,
     pickled_size,
-    static_effects,
     summarize,
     usable_cores,
 )

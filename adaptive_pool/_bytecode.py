@@ -1,0 +1,172 @@
+"""What a function's byte code tells before it runs.
+
+Two readings, both erring towards caution: side effects a worker process
+would lose (:func:`static_effects`), and calls that cannot tell which thread
+runs them (:func:`self_contained`).
+"""
+
+from __future__ import annotations
+
+import dis  # dis and pickle: loaded with the package (see _executor's imports)
+import sys
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from ._identity import underlying_function
+
+__all__ = ["StaticEffects", "self_contained", "static_effects"]
+
+# CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR (values as in ``inspect``)
+_GENERATOR_FLAGS = 0x0020 | 0x0080 | 0x0200
+_GLOBAL_WRITES = {"STORE_GLOBAL", "DELETE_GLOBAL"}
+_DEREF_WRITES = {"STORE_DEREF", "DELETE_DEREF"}
+
+
+class StaticEffects(NamedTuple):
+    """What a function's byte code says about its side effects."""
+
+    #: Some ``return`` may give a value other than ``None``.  ``None`` when
+    #: the code cannot be read (builtins, callable objects).
+    may_return_value: bool | None
+    #: The code assigns a module global or a variable of an enclosing scope:
+    #: in a worker process that assignment would be lost.
+    writes_shared_state: bool
+
+
+def static_effects(fn: Callable[..., Any]) -> StaticEffects:
+    """Read ``fn``'s byte code for side effects a process would lose.
+
+    This is a hint that errs towards caution: it lets a decision taken while
+    the first calls are still running keep side-effect-only functions off the
+    process route before any result has been seen.
+    """
+    inner = underlying_function(fn)
+    code = getattr(inner, "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return StaticEffects(may_return_value=None, writes_shared_state=False)
+    if code.co_flags & _GENERATOR_FLAGS:
+        # Generators and coroutines return objects no process can send back.
+        return StaticEffects(may_return_value=True, writes_shared_state=True)
+    may_return_value = False
+    writes = False
+    previous: dis.Instruction | None = None
+    for ins in dis.get_instructions(code):
+        if ins.opname in _GLOBAL_WRITES or ins.opname in _DEREF_WRITES and ins.argval in code.co_freevars:
+            writes = True
+        elif ins.opname == "RETURN_CONST":
+            may_return_value = may_return_value or ins.argval is not None
+        elif ins.opname == "RETURN_VALUE":
+            returns_none = (
+                previous is not None and previous.opname == "LOAD_CONST" and previous.argval is None
+            )
+            may_return_value = may_return_value or not returns_none
+        previous = ins
+    return StaticEffects(may_return_value=may_return_value, writes_shared_state=writes)
+
+
+# --------------------------------------------------------------------------
+# Self-contained calls
+
+#: Values whose every operation is the interpreter's own: no method of the
+#: user's runs, nothing blocks, and none can say which thread it is in.
+_PLAIN_TYPES = frozenset({int, float, complex, bool, str, bytes, type(None)})
+#: Longer tuples are not looked through (the look would cost more than a
+#: thread's start, which is what running such a call here saves).
+_PLAIN_TUPLE_MAX = 16
+
+#: Instructions that only move values or compute on them, and jumps that
+#: can only go forward (no loop: the call ends within its length).  Any
+#: call, attribute, import, store outside the frame, ``yield`` or function
+#: made inside is left out.  Names from 3.10 to 3.14; a name an interpreter
+#: lacks is simply never met.
+_PURE_INSTRUCTIONS = frozenset(
+    {
+        "CACHE", "NOP", "RESUME", "EXTENDED_ARG", "NOT_TAKEN",
+        "POP_TOP", "COPY", "SWAP", "ROT_TWO", "ROT_THREE", "ROT_FOUR", "DUP_TOP", "DUP_TOP_TWO",
+        "LOAD_CONST", "LOAD_SMALL_INT", "RETURN_CONST", "RETURN_VALUE",
+        "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_LOAD_FAST", "LOAD_FAST_BORROW",
+        "LOAD_FAST_BORROW_LOAD_FAST_BORROW", "STORE_FAST", "STORE_FAST_LOAD_FAST",
+        "STORE_FAST_STORE_FAST", "LOAD_GLOBAL", "LOAD_DEREF", "COPY_FREE_VARS",
+        "BINARY_OP", "BINARY_SUBSCR", "BINARY_SLICE", "BUILD_SLICE", "COMPARE_OP", "IS_OP",
+        "CONTAINS_OP", "UNARY_NEGATIVE", "UNARY_NOT", "UNARY_INVERT", "UNARY_POSITIVE",
+        "TO_BOOL", "BUILD_TUPLE", "BUILD_STRING", "FORMAT_VALUE", "FORMAT_SIMPLE",
+        "FORMAT_WITH_SPEC", "CONVERT_VALUE",
+        "BINARY_POWER", "BINARY_MULTIPLY", "BINARY_MATRIX_MULTIPLY", "BINARY_FLOOR_DIVIDE",
+        "BINARY_TRUE_DIVIDE", "BINARY_MODULO", "BINARY_ADD", "BINARY_SUBTRACT", "BINARY_LSHIFT",
+        "BINARY_RSHIFT", "BINARY_AND", "BINARY_XOR", "BINARY_OR", "INPLACE_POWER",
+        "INPLACE_MULTIPLY", "INPLACE_FLOOR_DIVIDE", "INPLACE_TRUE_DIVIDE", "INPLACE_MODULO",
+        "INPLACE_ADD", "INPLACE_SUBTRACT", "INPLACE_LSHIFT", "INPLACE_RSHIFT", "INPLACE_AND",
+        "INPLACE_XOR", "INPLACE_OR",
+        "JUMP_FORWARD", "POP_JUMP_IF_FALSE", "POP_JUMP_IF_TRUE", "POP_JUMP_IF_NONE",
+        "POP_JUMP_IF_NOT_NONE", "POP_JUMP_FORWARD_IF_FALSE", "POP_JUMP_FORWARD_IF_TRUE",
+        "POP_JUMP_FORWARD_IF_NONE", "POP_JUMP_FORWARD_IF_NOT_NONE", "JUMP_IF_FALSE_OR_POP",
+        "JUMP_IF_TRUE_OR_POP",
+    }
+)  # fmt: skip
+#: Before 3.11 conditional jumps name their target absolutely, and loops
+#: close with them too: the target must lie ahead.
+_ABSOLUTE_JUMPS = frozenset(dis.hasjabs) if sys.version_info < (3, 11) else frozenset()
+_PURE_OPCODES = frozenset(dis.opmap[name] for name in _PURE_INSTRUCTIONS if name in dis.opmap)
+_EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
+
+
+def _plain(value: Any, depth: int = 2) -> bool:
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return True
+    if kind is tuple and depth and len(value) <= _PLAIN_TUPLE_MAX:
+        return all(_plain(item, depth - 1) for item in value)
+    return False
+
+
+def _pure_code(code: types.CodeType) -> bool:
+    """Only :data:`_PURE_INSTRUCTIONS`, jumping only forward."""
+    if code.co_flags & _GENERATOR_FLAGS:
+        return False
+    raw = code.co_code
+    arg = 0
+    for offset in range(0, len(raw), 2):
+        op = raw[offset]
+        if op not in _PURE_OPCODES:
+            return False
+        arg = arg << 8 | raw[offset + 1]
+        if op == _EXTENDED_ARG:
+            continue
+        if op in _ABSOLUTE_JUMPS and arg * 2 <= offset:  # in instructions since 3.10
+            return False
+        arg = 0
+    return True
+
+
+def self_contained(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+    """Whether nobody could tell which thread ran ``fn(*args, **kwargs)``.
+
+    True only for a plain function whose code calls nothing, reads no
+    attribute and has no loop, and whose every operand (arguments, defaults,
+    closure cells, the globals it reads) is a number, string, bytes, None
+    or a short tuple of them: such a call runs no code of the user's, cannot
+    wait for anything (another call of the same map included), and cannot
+    see its thread, its context or a thread-local.  No tracer may watch this
+    thread either (``sys.settrace`` is per thread).  Cautious: False
+    whenever in doubt.
+    """
+    if type(fn) is not types.FunctionType or sys.gettrace() is not None or sys.getprofile() is not None:
+        return False
+    if not all(map(_plain, args)) or not all(map(_plain, kwargs.values())):
+        return False
+    if not all(map(_plain, fn.__defaults__ or ())) or not all(map(_plain, (fn.__kwdefaults__ or {}).values())):
+        return False
+    try:
+        if not all(_plain(cell.cell_contents) for cell in fn.__closure__ or ()):
+            return False
+    except ValueError:  # an empty cell: not yet assigned
+        return False
+    code = fn.__code__
+    if not _pure_code(code):
+        return False
+    # With no attribute read, the names are the globals it loads.
+    found = fn.__globals__
+    if type(found) is not dict:
+        return False
+    return all(name in found and _plain(found[name]) for name in code.co_names)

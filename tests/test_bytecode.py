@@ -1,0 +1,151 @@
+"""What a function's byte code tells before it runs: self-contained calls.
+
+A self-contained call may run on whichever thread is at hand (a map's first
+call runs on its caller: see test_decisions), so every way a call could
+tell, wait or run code of the user's must make it not self-contained.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from adaptive_pool._bytecode import self_contained
+
+pytestmark = pytest.mark.timeout(30)
+
+FACTOR = 3
+LOCK = threading.Lock()
+
+
+class Number:
+    """An operand whose arithmetic is the user's code."""
+
+    def __mul__(self, other: object) -> Number:
+        return self
+
+
+def arithmetic(x: Any) -> Any:
+    return x * 2 + 1
+
+
+def branches(x: Any, y: int = 3) -> Any:
+    if x > y and x is not None:
+        return (x % 7) * 2.5 + y
+    return -x if x else f"{x:>4}" + "ab"[0:1]
+
+
+def reads_a_number(x: int) -> int:
+    return x * FACTOR
+
+
+def reads_a_lock(x: int) -> Any:
+    return LOCK
+
+
+def calls_a_builtin(x: int) -> int:
+    return abs(x)
+
+
+def reads_an_attribute(x: int) -> int:
+    return x.real
+
+
+def loops(x: int) -> int:
+    while x > 0:
+        x -= 1
+    return x
+
+
+def iterates(x: int) -> int:
+    total = 0
+    for i in (1, 2, 3):
+        total += i
+    return total
+
+
+def generates(x: int) -> Any:
+    yield x
+
+
+def comprehends(x: Any) -> list[Any]:
+    return [y for y in x]
+
+
+def defaults_to_a_lock(x: int, lock: Any = LOCK) -> int:
+    return x
+
+
+def adds(value: int) -> Callable[[int], int]:
+    def inner(x: int) -> int:
+        return x + value
+
+    return inner
+
+
+def keeps(value: Any) -> Callable[[Any], Any]:
+    def inner(x: Any) -> Any:
+        return value
+
+    return inner
+
+
+@pytest.mark.parametrize(
+    "fn, args",
+    [
+        (arithmetic, (1,)),
+        (arithmetic, (1.5,)),
+        (arithmetic, ("a",)),
+        (arithmetic, ((1, (2.0, "x")),)),
+        (branches, (9,)),
+        (branches, (0,)),
+        (reads_a_number, (2,)),
+        (adds(5), (1,)),
+        (lambda x: x + 1, (1,)),
+    ],
+)
+def test_calls_that_only_compute_on_plain_values_are_self_contained(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    assert self_contained(fn, args, {})
+
+
+@pytest.mark.parametrize(
+    "fn, args, why",
+    [
+        (arithmetic, (Number(),), "an operand of the user's class"),
+        (arithmetic, ([1],), "a mutable operand"),
+        (arithmetic, (tuple(range(100)),), "a tuple too long to look through"),
+        (reads_a_lock, (1,), "a global that is not a plain value"),
+        (keeps(LOCK), (1,), "a closure over a lock"),
+        (defaults_to_a_lock, (1,), "a default that is not a plain value"),
+        (calls_a_builtin, (1,), "a call"),
+        (reads_an_attribute, (1,), "an attribute"),
+        (loops, (3,), "a loop"),
+        (iterates, (1,), "a for loop"),
+        (generates, (1,), "a generator"),
+        (comprehends, ((1,),), "a comprehension"),
+        (abs, (1,), "not a Python function"),
+    ],
+)
+def test_anything_else_is_not(fn: Callable[..., Any], args: tuple[Any, ...], why: str) -> None:
+    assert not self_contained(fn, args, {}), why
+
+
+def test_keyword_arguments_are_looked_at_too() -> None:
+    assert self_contained(branches, (1,), {"y": 2})
+    assert not self_contained(branches, (1,), {"y": Number()})
+
+
+def test_nothing_is_self_contained_under_a_tracer() -> None:
+    # sys.settrace is per thread: a debugger stepping through this thread
+    # would see a call it never saw on a worker.
+    assert self_contained(arithmetic, (1,), {})
+    previous = sys.gettrace()
+    sys.settrace(lambda *_: None)
+    try:
+        assert not self_contained(arithmetic, (1,), {})
+    finally:
+        sys.settrace(previous)
