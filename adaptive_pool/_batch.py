@@ -218,6 +218,7 @@ class Batch:
         "fn",
         "futures",
         "outcomes",
+        "paced",
         "ran",
         "runner",
         "size",
@@ -259,6 +260,9 @@ class Batch:
         # None; False once offered; once shared, a lock whoever runs the
         # batch takes first (see share).
         self._claim: Any = None
+        #: Offered, and run when its map's reader comes to it, not sooner
+        #: (see InlineRoute.submit).
+        self.paced = False
         # What the batch cost, for noticing a function whose cost changed:
         # calls run, wall time from start to settle, and (when the calls ran
         # in a thread of this process) that thread's CPU time.

@@ -245,10 +245,12 @@ class InlineRoute(Route):
     wait for the lane (nested maps).  A map's consumer may run the map's
     batches itself instead (see ``MapPlan.run_on_consumer``): such a batch
     is shared once queued, and the lane, the consumer and a shutdown that
-    cancels each claim it before touching it.  Submitted calls, and maps with a
-    timeout, an initializer or thread names, run on the lane only, so
-    cancel, ``cancel_futures``, ``map(timeout=)`` and initializers behave
-    as on any pool.
+    cancels each claim it before touching it.  A batch of calls nobody could
+    watch (see :func:`~adaptive_pool._bytecode.self_contained`) is *paced*:
+    kept for its reader with no lane, until a shutdown sends one.
+    Submitted calls, and maps with a timeout, an initializer or thread
+    names, run on the lane only, so cancel, ``cancel_futures``,
+    ``map(timeout=)`` and initializers behave as on any pool.
     """
 
     name = "inline"
@@ -263,6 +265,10 @@ class InlineRoute(Route):
         self._lane_out = False  # a lane is queued or running on a thread
         self._lane_in: threading.Event | None = None  # set when the lane ends (shutdown waits)
         self._shutdown = False
+        # Paced batches queued for their readers, and whether they get a
+        # lane all the same from now on (see unpace).
+        self._paced: list[Batch] = []
+        self._unpaced = False
 
     def submit(self, batch: Batch) -> None:
         """Queue ``batch`` behind the lane's others; send out a lane if none is."""
@@ -271,7 +277,46 @@ class InlineRoute(Route):
         # A map's consumer may run it first (see MapPlan.run_on_consumer): the lane
         # and anything settling the backlog claim a batch before touching it.
         batch.share()
+        if batch.paced:
+            # It waits for its reader, with no lane: a lane's thread cost a
+            # map of tiny calls more than running them did.
+            with self._lock:
+                if batch.paced and not self._unpaced:
+                    self._paced.append(batch)
+                    return
         self._backlog.put(batch)
+        self._send_lane(batch)
+
+    def taken(self, batch: Batch) -> None:
+        """A map's reader took the paced ``batch`` over: forget it."""
+        with self._lock:
+            if batch in self._paced:
+                self._paced.remove(batch)
+
+    def unpace(self, batch: Batch | None = None) -> None:
+        """Have a lane run ``batch`` though paced (its reader could not take
+        it over), or (None) every batch, paced or not, from now on."""
+        with self._lock:
+            if batch is None:
+                self._unpaced = True
+                moved, self._paced = self._paced, []
+            else:
+                batch.paced = False
+                moved = [batch] if batch in self._paced else []
+                if moved:
+                    self._paced.remove(batch)
+        for queued in moved:
+            self._backlog.put(queued)
+        if moved:
+            self._send_lane(None)
+
+    def _take_paced(self) -> list[Batch]:
+        with self._lock:
+            paced, self._paced = self._paced, []
+        return paced
+
+    def _send_lane(self, batch: Batch | None) -> None:
+        """Send out a lane unless one is out (``batch``: the one just queued)."""
         if self._lane_out:
             return  # the lane looks at the backlog again before it ends
         with self._lock:
@@ -285,7 +330,7 @@ class InlineRoute(Route):
             # (the caller settles it), and so do any queued behind it meanwhile.
             _settle_claimed([queued for queued in _take_all(self._backlog) if queued is not batch], exc)
             self._lane_ended()
-            if batch.claim():
+            if batch is not None and batch.claim():
                 raise
             # else a map's consumer took it meanwhile and runs it.
 
@@ -337,7 +382,7 @@ class InlineRoute(Route):
         """Finish (or cancel) the backlog; with ``wait``, until the lane is in."""
         self._shutdown = True
         if cancel_futures:
-            _settle_claimed(_take_all(self._backlog), CANCELLED)
+            _settle_claimed(_take_all(self._backlog) + self._take_paced(), CANCELLED)
         while wait:
             with self._lock:
                 if not self._lane_out:

@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -295,18 +295,27 @@ def test_a_maps_first_call_is_judged_whichever_side_of_the_wait_it_ends(
     assert decision is not None and decision.backend == backend, str(decision)
 
 
-def test_a_map_of_tiny_calls_starts_one_worker_and_no_control_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+def tiny_calling_out(x: int) -> int:
+    return abs(x) + 1
+
+
+@pytest.mark.parametrize("fn, workers", [(tiny_calling_out, 1), (tiny, 0)])
+def test_a_map_of_tiny_calls_starts_at_most_one_worker_and_no_control_thread(
+    monkeypatch: pytest.MonkeyPatch, fn: Callable[[int], int], workers: int
+) -> None:
     # Its first call runs alone while the map waits for it (long enough
     # here to be sure it is over): tiny, the map's calls run inline at once,
-    # decided on this thread, without the executor's control thread.
+    # decided on this thread, without the executor's control thread.  A
+    # function that calls nothing and is given numbers runs that first call
+    # here too: no thread at all.
     monkeypatch.setattr("adaptive_pool._executor._SCOUT_WAIT_S", 5.0)
     before = set(threading.enumerate())
     with AutoExecutor() as ex:
-        map_tiny(ex, 3000)
+        assert list(ex.map(fn, range(3000))) == [x + 1 for x in range(3000)]
         started = [t.name for t in threading.enumerate() if t not in before and t.name.startswith("AutoExecutor-")]
-        decision = ex.decision_for(tiny)
+        decision = ex.decision_for(fn)
     assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
-    assert len(started) == 1 and not started[0].endswith("-control"), started
+    assert len(started) == workers and not any(name.endswith("-control") for name in started), started
 
 
 def whose_thread(_: int) -> int:
@@ -332,6 +341,16 @@ def test_the_consumer_of_a_map_of_tiny_calls_runs_them_unless_told_otherwise(
         decision = ex.decision_for(whose_thread)
     assert decision is not None and decision.backend == "inline", str(decision)
     assert (threading.get_ident() in idents) is consumer_runs, idents
+
+
+def test_a_maps_first_call_that_could_tell_its_thread_runs_on_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only a call that nobody could watch runs first on the map's caller
+    # (see test_bytecode); this one asks which thread it is in.
+    monkeypatch.setattr("adaptive_pool._executor._SCOUT_WAIT_S", 5.0)
+    with AutoExecutor() as ex:
+        first, *others = ex.map(whose_thread, range(3000))
+    assert first != threading.get_ident()
+    assert set(others) == {threading.get_ident()}  # then run by the consumer
 
 
 def fails_at_2000(x: int) -> int:

@@ -459,6 +459,68 @@ def test_a_map_of_tiny_calls_runs_whole_without_its_consumer(taken: int, ending:
         ex.shutdown(wait=False, cancel_futures=True)  # a failure above must not hang here
 
 
+def doubled(x: int) -> int:
+    return 2 * x
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("taken", [0, 10])
+@pytest.mark.parametrize("ending", ["shutdown", "shutdown_nowait", "dropped", "cancelled"])
+def test_a_map_of_self_contained_tiny_calls_waits_for_its_reader_and_loses_nothing(taken: int, ending: str) -> None:
+    # Calls nobody could watch (no call out, numbers in: see
+    # adaptive_pool._bytecode.self_contained) run when their map is read,
+    # with no thread started for them; a shutdown runs (or cancels) the
+    # rest all the same, and a map given up is settled: nothing hangs.
+    calls = 200_000  # several batches: the next waits while this one is read
+    before = set(threading.enumerate())
+    ex = AutoExecutor()
+    try:
+        results = ex.map(doubled, range(calls))
+        assert [next(results) for _ in range(taken)] == [2 * x for x in range(taken)]
+        assert not [t.name for t in threading.enumerate() if t not in before]
+        if ending == "dropped":
+            del results
+            ex.shutdown(wait=True)
+        elif ending == "cancelled":
+            ex.shutdown(wait=True, cancel_futures=True)
+            with pytest.raises(CancelledError):
+                list(results)
+        else:
+            ex.shutdown(wait=ending == "shutdown")
+            assert list(results) == [2 * x for x in range(taken, calls)]
+    finally:
+        ex.shutdown(wait=False, cancel_futures=True)  # a failure above must not hang here
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("order", ["queued_first", "reader_first"])
+def test_a_paced_batch_its_reader_cannot_take_gets_a_lane(order: str) -> None:
+    # A paced batch is queued with no lane; a reader that comes before it is
+    # queued (or after a lane took it) cannot run it, and must not wait for
+    # nobody: a lane is sent, whichever of the two comes first.
+    from adaptive_pool._routes import InlineRoute, ThreadRoute
+
+    threads = ThreadRoute(1)
+    lane = InlineRoute(threads)
+    future: Future[Any] = Future()
+    batch = Batch(identity, [((7,), {})], [future])
+    batch.offer()
+    batch.paced = True
+    try:
+        if order == "queued_first":
+            lane.submit(batch)
+            assert not future.done() and not threads.threads()  # waits for its reader, no lane
+            lane.unpace(batch)
+        else:
+            assert not batch.take_over()  # not queued yet: the reader cannot run it
+            lane.unpace(batch)
+            lane.submit(batch)
+        assert future.result(10) == 7
+    finally:
+        lane.shutdown(wait=False)
+        threads.shutdown(wait=False)
+
+
 def test_callbacks_that_submit_more_work(ex: AutoExecutor) -> None:
     done = threading.Event()
     seen: list[int] = []
