@@ -75,11 +75,22 @@ _PLAIN_TYPES = frozenset({int, float, complex, bool, str, bytes, type(None)})
 #: thread's start, which is what running such a call here saves).
 _PLAIN_TUPLE_MAX = 16
 
-#: Instructions that only move values or compute on them, and jumps that
-#: can only go forward (no loop: the call ends within its length).  Any
-#: call, attribute, import, store outside the frame, ``yield`` or function
-#: made inside is left out.  Names from 3.10 to 3.14; a name an interpreter
-#: lacks is simply never met.
+#: Builtins that only compute on plain values, in bounded time for bounded
+#: arguments (``range``, ``sorted`` and the like left out: they make loops).
+_PURE_BUILTINS = (
+    abs, all, any, bin, bool, chr, complex, divmod, float, format, hash, hex, int,
+    isinstance, len, max, min, oct, ord, pow, repr, round, str, sum,
+)  # fmt: skip
+#: Modules whose functions all compute on numbers alone, but these (whose
+#: time grows with their arguments' values, not their sizes).
+_PURE_MODULES = ("math", "cmath")
+_UNBOUNDED = frozenset({"factorial", "comb", "perm"})
+
+#: Instructions that only move values, compute on them, or call what the
+#: checks below allow; jumps that can only go forward (no loop: the call
+#: ends within its length).  Any import, store outside the frame, ``yield``
+#: or function made inside is left out.  Names from 3.10 to 3.14; a name
+#: an interpreter lacks is simply never met.
 _PURE_INSTRUCTIONS = frozenset(
     {
         "CACHE", "NOP", "RESUME", "EXTENDED_ARG", "NOT_TAKEN",
@@ -87,7 +98,7 @@ _PURE_INSTRUCTIONS = frozenset(
         "LOAD_CONST", "LOAD_SMALL_INT", "RETURN_CONST", "RETURN_VALUE",
         "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_LOAD_FAST", "LOAD_FAST_BORROW",
         "LOAD_FAST_BORROW_LOAD_FAST_BORROW", "STORE_FAST", "STORE_FAST_LOAD_FAST",
-        "STORE_FAST_STORE_FAST", "LOAD_GLOBAL", "LOAD_DEREF", "COPY_FREE_VARS",
+        "STORE_FAST_STORE_FAST", "LOAD_DEREF", "COPY_FREE_VARS",
         "BINARY_OP", "BINARY_SUBSCR", "BINARY_SLICE", "BUILD_SLICE", "COMPARE_OP", "IS_OP",
         "CONTAINS_OP", "UNARY_NEGATIVE", "UNARY_NOT", "UNARY_INVERT", "UNARY_POSITIVE",
         "TO_BOOL", "BUILD_TUPLE", "BUILD_STRING", "FORMAT_VALUE", "FORMAT_SIMPLE",
@@ -102,6 +113,10 @@ _PURE_INSTRUCTIONS = frozenset(
         "POP_JUMP_IF_NOT_NONE", "POP_JUMP_FORWARD_IF_FALSE", "POP_JUMP_FORWARD_IF_TRUE",
         "POP_JUMP_FORWARD_IF_NONE", "POP_JUMP_FORWARD_IF_NOT_NONE", "JUMP_IF_FALSE_OR_POP",
         "JUMP_IF_TRUE_OR_POP",
+        # Calls: only of what the globals and attributes checked below allow.
+        "PUSH_NULL", "PRECALL", "CALL", "CALL_KW", "KW_NAMES", "CALL_FUNCTION",
+        "CALL_FUNCTION_KW", "CALL_METHOD",
+        "LOAD_GLOBAL", "LOAD_ATTR", "LOAD_METHOD",
     }
 )  # fmt: skip
 #: Before 3.11 conditional jumps name their target absolutely, and loops
@@ -109,6 +124,30 @@ _PURE_INSTRUCTIONS = frozenset(
 _ABSOLUTE_JUMPS = frozenset(dis.hasjabs) if sys.version_info < (3, 11) else frozenset()
 _PURE_OPCODES = frozenset(dis.opmap[name] for name in _PURE_INSTRUCTIONS if name in dis.opmap)
 _EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
+_CACHE = dis.opmap.get("CACHE", -1)
+_LOAD_GLOBAL = dis.opmap["LOAD_GLOBAL"]
+_LOAD_ATTRIBUTE = frozenset(dis.opmap[name] for name in ("LOAD_ATTR", "LOAD_METHOD") if name in dis.opmap)
+# Where the name's index sits in the argument (a low bit says more since 3.11).
+_GLOBAL_SHIFT = 1 if sys.version_info >= (3, 11) else 0
+_ATTRIBUTE_SHIFT = 1 if sys.version_info >= (3, 12) else 0
+_MISSING: Any = object()
+
+# By identity (the tuple keeps them alive: an id is never reused).
+_PURE_BUILTIN_IDS = frozenset(map(id, _PURE_BUILTINS))
+
+
+def _is_pure_callable(value: Any) -> bool:
+    """One of :data:`_PURE_BUILTINS` or a function of :data:`_PURE_MODULES`."""
+    if type(value) is types.BuiltinFunctionType:
+        module = value.__module__
+        if module in _PURE_MODULES:
+            return value.__name__ not in _UNBOUNDED
+        return module == "builtins" and id(value) in _PURE_BUILTIN_IDS
+    return type(value) is type and id(value) in _PURE_BUILTIN_IDS
+
+
+def _pure_module(value: Any) -> bool:
+    return type(value) is types.ModuleType and value.__name__ in _PURE_MODULES
 
 
 def _plain(value: Any, depth: int = 2) -> bool:
@@ -120,20 +159,38 @@ def _plain(value: Any, depth: int = 2) -> bool:
     return False
 
 
-def _pure_code(code: types.CodeType) -> bool:
-    """Only :data:`_PURE_INSTRUCTIONS`, jumping only forward."""
+def _pure_code(code: types.CodeType, lookup: Callable[[str], Any]) -> bool:
+    """Only :data:`_PURE_INSTRUCTIONS`, jumping only forward; each global a
+    plain value, a pure callable or a pure module, and each attribute read
+    straight from such a module (``math.sqrt``)."""
     if code.co_flags & _GENERATOR_FLAGS:
         return False
     raw = code.co_code
+    names = code.co_names
     arg = 0
+    module: Any = None  # the pure module the last instruction loaded
     for offset in range(0, len(raw), 2):
         op = raw[offset]
         if op not in _PURE_OPCODES:
             return False
         arg = arg << 8 | raw[offset + 1]
-        if op == _EXTENDED_ARG:
+        if op == _EXTENDED_ARG or op == _CACHE:
             continue
-        if op in _ABSOLUTE_JUMPS and arg * 2 <= offset:  # in instructions since 3.10
+        loaded, module = module, None
+        if op == _LOAD_GLOBAL:
+            value = lookup(names[arg >> _GLOBAL_SHIFT])
+            if _pure_module(value):
+                module = value
+            elif not (_plain(value) or _is_pure_callable(value)):
+                return False
+        elif op in _LOAD_ATTRIBUTE:
+            name = names[arg >> _ATTRIBUTE_SHIFT]
+            if loaded is None or name in _UNBOUNDED:
+                return False
+            value = getattr(loaded, name, _MISSING)
+            if not (_plain(value) or _is_pure_callable(value)):
+                return False
+        elif op in _ABSOLUTE_JUMPS and arg * 2 <= offset:  # in instructions since 3.10
             return False
         arg = 0
     return True
@@ -142,14 +199,15 @@ def _pure_code(code: types.CodeType) -> bool:
 def self_contained(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
     """Whether nobody could tell which thread ran ``fn(*args, **kwargs)``.
 
-    True only for a plain function whose code calls nothing, reads no
-    attribute and has no loop, and whose every operand (arguments, defaults,
-    closure cells, the globals it reads) is a number, string, bytes, None
-    or a short tuple of them: such a call runs no code of the user's, cannot
-    wait for anything (another call of the same map included), and cannot
-    see its thread, its context or a thread-local.  No tracer may watch this
-    thread either (``sys.settrace`` is per thread).  Cautious: False
-    whenever in doubt.
+    True only for a plain function whose code has no loop, calls nothing
+    but builtins and ``math`` functions that compute on numbers, and reads
+    no attribute but those functions, and whose every operand (arguments,
+    defaults, closure cells, the globals it reads) is a number, string,
+    bytes, None or a short tuple of them: such a call runs no code of the
+    user's, cannot wait for anything (another call of the same map
+    included), and cannot see its thread, its context or a thread-local.
+    No tracer may watch this thread either (``sys.settrace`` is per
+    thread).  Cautious: False whenever in doubt.
     """
     if type(fn) is not types.FunctionType or sys.gettrace() is not None or sys.getprofile() is not None:
         return False
@@ -162,11 +220,12 @@ def self_contained(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mappin
             return False
     except ValueError:  # an empty cell: not yet assigned
         return False
-    code = fn.__code__
-    if not _pure_code(code):
+    found, builtins = fn.__globals__, getattr(fn, "__builtins__", None)  # 3.10+, untyped
+    if type(found) is not dict or type(builtins) is not dict:
         return False
-    # With no attribute read, the names are the globals it loads.
-    found = fn.__globals__
-    if type(found) is not dict:
-        return False
-    return all(name in found and _plain(found[name]) for name in code.co_names)
+
+    def lookup(name: str) -> Any:
+        value = found.get(name, _MISSING)
+        return builtins.get(name, _MISSING) if value is _MISSING else value
+
+    return _pure_code(fn.__code__, lookup)

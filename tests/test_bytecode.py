@@ -7,14 +7,18 @@ tell, wait or run code of the user's must make it not self-contained.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from adaptive_pool._bytecode import self_contained
+
+sqrt = math.sqrt
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -47,8 +51,40 @@ def reads_a_lock(x: int) -> Any:
     return LOCK
 
 
-def calls_a_builtin(x: int) -> int:
-    return abs(x)
+def calls_builtins(x: Any) -> Any:
+    return math.sqrt(abs(x)) + sqrt(x) + int(str(x)) + max(x, 3, key=None) + math.pi
+
+
+def calls_a_function_of_its_own(x: int) -> int:
+    return arithmetic(x)
+
+
+def sleeps(x: float) -> None:
+    time.sleep(x)
+
+
+def sums_a_range(x: int) -> int:
+    return sum(range(x))
+
+
+def grows_with_its_values(x: int) -> int:
+    return math.factorial(x)
+
+
+def takes_a_lock(x: int) -> Any:
+    return LOCK.acquire()
+
+
+def reads_a_modules_dict(x: int) -> Any:
+    return math.__dict__
+
+
+def prints(x: int) -> None:
+    print(x)
+
+
+def calls_a_method(x: int) -> int:
+    return x.bit_length()
 
 
 def reads_an_attribute(x: int) -> int:
@@ -106,6 +142,7 @@ def keeps(value: Any) -> Callable[[Any], Any]:
         (reads_a_number, (2,)),
         (adds(5), (1,)),
         (lambda x: x + 1, (1,)),
+        (calls_builtins, (4,)),
     ],
 )
 def test_calls_that_only_compute_on_plain_values_are_self_contained(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -121,8 +158,15 @@ def test_calls_that_only_compute_on_plain_values_are_self_contained(fn: Callable
         (reads_a_lock, (1,), "a global that is not a plain value"),
         (keeps(LOCK), (1,), "a closure over a lock"),
         (defaults_to_a_lock, (1,), "a default that is not a plain value"),
-        (calls_a_builtin, (1,), "a call"),
-        (reads_an_attribute, (1,), "an attribute"),
+        (calls_a_function_of_its_own, (1,), "a call of a Python function"),
+        (sleeps, (0.001,), "a call of a module that is not all computing"),
+        (sums_a_range, (5,), "a builtin that loops"),
+        (grows_with_its_values, (5,), "a math function whose time grows with its arguments"),
+        (takes_a_lock, (1,), "a method of a lock"),
+        (reads_a_modules_dict, (1,), "an attribute of a math module that is no function"),
+        (prints, (1,), "print"),
+        (calls_a_method, (1,), "a method of a plain value"),
+        (reads_an_attribute, (1,), "an attribute of a plain value"),
         (loops, (3,), "a loop"),
         (iterates, (1,), "a for loop"),
         (generates, (1,), "a generator"),
