@@ -72,10 +72,12 @@ TINY_CALL_S = 100e-6
 TRANSFER_BYTES_PER_S = 400e6
 #: Starting worker processes (an interpreter each, in parallel, beside the
 #: work already running) and the first import of the user's module in them:
-#: two workers answer their first call 45-70 ms after being asked on a
-#: 2-core machine (they skip ``site`` and load this package lazily),
-#: counting the cores the start-up takes from the work.
-PROCESS_START_S = 0.07
+#: two workers answer their first call 30-50 ms after being asked on a
+#: 2-core machine (they skip ``site`` and load this package lazily).
+PROCESS_START_S = 0.05
+#: Meanwhile threads go on with the calls (see ``AutoExecutor._for_batch``)
+#: at about this share of their pace: the interpreters starting take cores.
+THREAD_PACE_WHILE_STARTING = 0.5
 #: Processes must promise more than this speed-up over threads on a call's
 #: computing, or no policy may pick them.  Kept low: the GIL sampler reads
 #: pure Python as low as 0.5-0.7 of its CPU time beside busy worker
@@ -355,15 +357,22 @@ def process_pays_off(features: Mapping[str, float], calls: int, workers: int, po
     ``map``.  Starting a pool for a handful of short calls costs more than
     it saves, so the remaining work must beat the start-up cost.  Both sides
     are bounded by the cores; threads also by the GIL-holding share of each
-    call, which runs one call at a time.
+    call, which runs one call at a time.  While the pool starts, threads
+    take calls at part of their pace; the pool gets the rest.
     """
     wall = features.get("wall_s", 0.0)
     cores = max(1.0, features.get("usable_cores", 1.0))
     cpu = min(max(features.get("cpu_s", wall), 0.0), wall)
-    here = calls * max(cpu * gil_cpu_share(features), cpu / cores)
-    there = calls * (max(wall / max(1, workers), cpu / cores) + transfer_seconds(features))
-    if not pool_running:
-        there += PROCESS_START_S
+    on_thread = max(cpu * gil_cpu_share(features), cpu / cores)
+    on_process = max(wall / max(1, workers), cpu / cores) + transfer_seconds(features)
+    here = calls * on_thread
+    if pool_running:
+        there = calls * on_process
+    else:
+        meanwhile = PROCESS_START_S * THREAD_PACE_WHILE_STARTING / max(on_thread, 1e-9)
+        if meanwhile >= calls:
+            return False  # threads would be done (at a slower pace) before the pool is up
+        there = PROCESS_START_S + (calls - meanwhile) * on_process
     return there * PROCESS_MARGIN < here
 
 
