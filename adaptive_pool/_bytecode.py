@@ -7,7 +7,7 @@ runs them (:func:`self_contained`).
 
 from __future__ import annotations
 
-import dis  # dis and pickle: loaded with the package (see _executor's imports)
+import dis  # loaded with the package (see _executor's imports)
 import sys
 import types
 from collections.abc import Callable, Mapping
@@ -75,15 +75,17 @@ _PLAIN_TYPES = frozenset({int, float, complex, bool, str, bytes, type(None)})
 #: thread's start, which is what running such a call here saves).
 _PLAIN_TUPLE_MAX = 16
 
-#: Builtins that only compute on plain values, in bounded time for bounded
+#: Builtins that only compute on plain values, looping at most over their
 #: arguments (``range``, ``sorted`` and the like left out: they make loops).
 _PURE_BUILTINS = (
     abs, all, any, bin, bool, chr, complex, divmod, float, format, hash, hex, int,
     isinstance, len, max, min, oct, ord, pow, repr, round, str, sum,
 )  # fmt: skip
-#: Modules whose functions all compute on numbers alone, but these (whose
-#: time grows with their arguments' values, not their sizes).
+#: Modules whose functions all compute on numbers alone ...
 _PURE_MODULES = ("math", "cmath")
+#: ... but for these, whose time grows with their arguments' values: the
+#: first call of a map of them may be long, and run on the map's thread it
+#: would keep the second probe from starting beside it.
 _UNBOUNDED = frozenset({"factorial", "comb", "perm"})
 
 #: Instructions that only move values, compute on them, or call what the

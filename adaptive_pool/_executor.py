@@ -78,9 +78,10 @@ from ._profile import (
     usable_cores,
 )
 # Loaded with the package rather than by the first decision, as are pickle
-# and dis (see _profile): reading a function's pickle and byte code and a
-# model file cost the first map 5-15 ms of imports on its clock, and beside
-# probes that hold the GIL each file an import read cost a switch interval.
+# and dis (see _profile and _bytecode): reading a function's pickle and byte
+# code and a model file cost the first map 5-15 ms of imports on its clock,
+# and beside probes that hold the GIL each file an import read cost a switch
+# interval.
 from ._model import load_policy
 from ._routes import ForeignProcessRoute, InlineRoute, ProcessRoute, Route, ThreadRoute
 
