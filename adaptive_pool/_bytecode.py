@@ -213,14 +213,18 @@ def self_contained(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mappin
     """
     if type(fn) is not types.FunctionType or sys.gettrace() is not None or sys.getprofile() is not None:
         return False
+    try:
+        return _self_contained(fn, args, kwargs)
+    except Exception:  # an empty closure cell, a function made by hand: in doubt
+        return False
+
+
+def _self_contained(fn: types.FunctionType, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
     if not all(map(_plain, args)) or not all(map(_plain, kwargs.values())):
         return False
     if not all(map(_plain, fn.__defaults__ or ())) or not all(map(_plain, (fn.__kwdefaults__ or {}).values())):
         return False
-    try:
-        if not all(_plain(cell.cell_contents) for cell in fn.__closure__ or ()):
-            return False
-    except ValueError:  # an empty cell: not yet assigned
+    if not all(_plain(cell.cell_contents) for cell in fn.__closure__ or ()):  # (empty: ValueError)
         return False
     found, builtins = fn.__globals__, getattr(fn, "__builtins__", None)  # 3.10+, untyped
     if type(found) is not dict or type(builtins) is not dict:

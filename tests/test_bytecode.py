@@ -130,6 +130,14 @@ def keeps(value: Any) -> Callable[[Any], Any]:
     return inner
 
 
+def with_an_empty_cell() -> Callable[[int], int]:
+    def inner(x: int) -> int:
+        return x + later
+
+    return inner
+    later = 1  # never reached: the cell stays empty
+
+
 @pytest.mark.parametrize(
     "fn, args",
     [
@@ -172,6 +180,7 @@ def test_calls_that_only_compute_on_plain_values_are_self_contained(fn: Callable
         (generates, (1,), "a generator"),
         (comprehends, ((1,),), "a comprehension"),
         (abs, (1,), "not a Python function"),
+        (with_an_empty_cell(), (1,), "a closure cell not yet assigned"),
     ],
 )
 def test_anything_else_is_not(fn: Callable[..., Any], args: tuple[Any, ...], why: str) -> None:
