@@ -448,6 +448,8 @@ class MapPlan:
             )
             if len(self._items) > index:
                 return self._items[index]
+            if self._complete:
+                return None  # every call was sent: a failure since is theirs to report
             if self._error is not None:
                 raise self._error
             if not ready:

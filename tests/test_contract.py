@@ -363,6 +363,18 @@ def test_shutdown_waits_and_cancel_futures(prefer: str | None, gate: Gate) -> No
     assert all(f.cancelled() for f in queued)
 
 
+def test_a_map_read_to_its_end_ends_after_shutdown_cancelled_the_rest(prefer: str | None) -> None:
+    # Cancelling what has not started leaves a map whose every call was
+    # sent, and read, as it was: it ends (StopIteration), as the standard
+    # library's does, with no CancelledError for calls that do not exist.
+    executor = AutoExecutor(prefer=prefer)
+    results = executor.map(pow, range(5), [2] * 5)
+    assert [next(results) for _ in range(5)] == [i * i for i in range(5)]
+    executor.shutdown(wait=True, cancel_futures=True)
+    with pytest.raises(StopIteration):
+        next(results)
+
+
 def test_shutdown_wait_finishes_everything(prefer: str | None) -> None:
     executor = AutoExecutor(max_workers=2, prefer=prefer)
     futures = [executor.submit(interval, 0.01) for _ in range(8)]
