@@ -359,6 +359,19 @@ class Batch:
             return False
         return True
 
+    def hand_over(self) -> Iterator[Any] | None:
+        """A map chunk's calls, not run: an iterator that runs each as it is
+        asked for its result, in whichever thread asks.  The batch is over
+        as far as the executor counts (``ran`` stays 0: nothing measured);
+        None if its future was cancelled (the batch is over all the same)."""
+        if not self.start():
+            return None
+        fn, calls = self.fn, self.calls
+        self.ran = 0
+        _resolve(self.futures[0], True, None)
+        self._finish()
+        return starmap(fn, calls) if self.spread else map(fn, calls)
+
     def call_pairs(self) -> list[Call]:
         """The calls as ``(args, kwargs)`` pairs (for routes that send them)."""
         calls = self.calls

@@ -260,9 +260,10 @@ def count_policy_reads(ex: AutoExecutor) -> list[int]:
     return asked
 
 
-def map_tiny(ex: AutoExecutor, calls: int) -> None:
-    """Map ``tiny`` over ``calls`` inputs and check every result."""
-    assert list(ex.map(tiny, range(calls))) == [x + 1 for x in range(calls)]
+def map_tiny(ex: AutoExecutor, calls: int, fn: Callable[[int], int] = tiny) -> None:
+    """Map ``fn`` (``tiny`` or another way to add one) over ``calls`` inputs
+    and check every result."""
+    assert list(ex.map(fn, range(calls))) == [x + 1 for x in range(calls)]
 
 
 def test_a_short_map_of_tiny_calls_runs_inline_without_asking_a_policy() -> None:
@@ -422,8 +423,8 @@ def map_past_a_sprint(monkeypatch: pytest.MonkeyPatch, policy: RecordingPolicy, 
     monkeypatch.setattr("adaptive_pool._batch.CPU_READ_INTERVAL_S", 0.0)
     with AutoExecutor() as ex:
         ex._get_policy = lambda: policy  # type: ignore[method-assign]
-        map_tiny(ex, calls)
-        return ex.decision_for(tiny)
+        map_tiny(ex, calls, tiny_calling_out)  # a self-contained map never ends its sprint
+        return ex.decision_for(tiny_calling_out)
 
 
 def test_a_sprint_over_budget_hands_the_rest_to_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -437,6 +438,33 @@ def test_a_sprint_over_budget_hands_the_rest_to_the_policy(monkeypatch: pytest.M
     assert len(PROFILES) == 1
 
 
+def test_a_self_contained_map_goes_to_its_reader_whole_and_asks_no_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its calls cannot be watched (see test_bytecode): past the first, they
+    # run as their results are read, with no sprint to end and no batch to
+    # measure, however long the map.
+    import adaptive_pool._executor as executor_module
+
+    monkeypatch.setattr(executor_module, "SPRINT_BUDGET_S", 1e-6)
+    with AutoExecutor() as ex:
+        asked = count_policy_reads(ex)
+        map_tiny(ex, 20_000)
+        decision = ex.decision_for(tiny)
+    assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
+    assert asked == []
+
+
+def inverse(x: float) -> float:
+    return 1 / x
+
+
+def test_a_self_contained_call_that_raises_fails_at_its_place() -> None:
+    with AutoExecutor() as ex:
+        results = ex.map(inverse, [4, 2, 1, 0, 5])
+        assert [next(results) for _ in range(3)] == [0.25, 0.5, 1.0]
+        with pytest.raises(ZeroDivisionError):
+            next(results)
+
+
 def test_a_sprint_over_budget_with_no_calls_left_asks_no_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     # Every call was dispatched before the sprint went over budget: the
     # policy would decide for nothing (and shutdown() would wait for it).
@@ -445,8 +473,8 @@ def test_a_sprint_over_budget_with_no_calls_left_asks_no_policy(monkeypatch: pyt
     monkeypatch.setattr(executor_module, "SPRINT_BUDGET_S", 1e-6)
     with AutoExecutor() as ex:
         asked = count_policy_reads(ex)
-        map_tiny(ex, 50)
-        decision = ex.decision_for(tiny)
+        map_tiny(ex, 50, tiny_calling_out)
+        decision = ex.decision_for(tiny_calling_out)
     assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
     assert asked == []
 
@@ -471,12 +499,12 @@ def test_a_sprint_ending_after_shutdown_asks_no_policy(monkeypatch: pytest.Monke
     monkeypatch.setattr(AutoExecutor, "_end_sprint", end_when_free)
     ex = AutoExecutor()
     asked = count_policy_reads(ex)
-    map_tiny(ex, 2000)
+    map_tiny(ex, 2000, tiny_calling_out)
     ex.shutdown(wait=False)
     busy.set()
     ex.shutdown(wait=True)
     assert asked == []
-    decision = ex.decision_for(tiny)
+    decision = ex.decision_for(tiny_calling_out)
     assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
 
 
