@@ -590,9 +590,11 @@ def map_results(plan: MapPlan, end_time: float | None) -> Iterator[Any]:
                         del batch
                         if lazy is not None:
                             del sink, future
+                            yield lazy
+                            # Read to its end only now: until then, its
+                            # inputs count against buffersize.
                             plan.consumed(index)
                             index += 1
-                            yield lazy
                             continue
                     items = sink.items
                     taken = 0
