@@ -515,9 +515,11 @@ class AutoExecutor(Executor):
             future.cancel()
         for listener in listeners:
             listener(None)
-        if cancel_futures:
-            for plan in list(self._plans):
+        for plan in list(self._plans):
+            if cancel_futures:
                 plan.fail(CancelledError())
+            else:
+                plan.stop_reading_ahead()
         with self._lock:
             self._accepted -= len(cancelled)
             if self._unfinished() <= 0:

@@ -449,6 +449,15 @@ class MapPlan:
             self._cond.notify_all()
         self._release()
 
+    def stop_reading_ahead(self) -> None:
+        """The executor shuts down: a map that takes its inputs as its
+        results are read (``buffersize``) takes no more, as the standard
+        library's sends no more, or shutdown(wait=True) would wait for a
+        reader that may be the very thread waiting (an endless input, say).
+        Its reader gets what was sent, then RuntimeError."""
+        if self._buffersize is not None:
+            self.fail(RuntimeError("cannot schedule new futures after shutdown"))
+
     # -- consumer side ------------------------------------------------------
 
     def item(self, index: int, timeout: float | None) -> _Chunk | _Single | None:

@@ -9,6 +9,7 @@ per module (process pools are slow to start).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import pickle
@@ -16,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future, wait
 
 # The builtin TimeoutError from Python 3.11; on 3.10 a class of its own,
@@ -572,6 +573,24 @@ def test_callback_that_raises_is_logged_and_harms_nothing(
 def _raising_iterable(n: int) -> Iterator[int]:
     yield from range(n)
     raise ValueError("the iterable broke")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("fn", [identity, str])  # self-contained, or not
+def test_shutdown_does_not_wait_for_the_reader_of_an_endless_buffered_map(fn: Callable[[Any], Any]) -> None:
+    # As with the standard library (3.14): what was sent runs and comes;
+    # no more is taken from the input, and reading past it says why.
+    ex = AutoExecutor()
+    inputs = itertools.count()
+    results = ex.map(fn, inputs, buffersize=4)
+    assert next(results) == fn(0)
+    ex.shutdown(wait=True)  # would wait for ever for this thread to read on
+    got = []
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        for value in results:
+            got.append(value)
+    assert got == [fn(i) for i in range(1, 1 + len(got))] and len(got) <= 4
+    assert next(inputs) <= 1 + 4  # the input was not read on
 
 
 def test_map_over_an_iterable_that_raises(ex: AutoExecutor) -> None:
