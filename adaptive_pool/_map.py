@@ -510,10 +510,10 @@ class MapPlan:
         the user forced the route (whose batches are sized by what they
         took), the consumer does not even run such a batch: it hands it
         over as an iterator whose every result is computed as it is read,
-        with no list of results built and emptied (200,000 calls: 0.7-0.85x the
-        time), and the rest of the map in one (see _dispatch_chunk): there
-        is nothing to measure.  A call that raises raises there; read on,
-        the iterator goes on with the next calls.
+        with no list of results built and emptied (200,000 calls: 0.7-0.85x
+        the time), and the rest of the map in one (see _dispatch_chunk):
+        there is nothing to measure.  A call that raises raises there; read
+        on, the iterator goes on with the next calls.
         """
         if not batch.take_over():
             if batch.paced and self._inline is not None:
