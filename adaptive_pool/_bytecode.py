@@ -163,8 +163,12 @@ def _plain(value: Any, depth: int = 2) -> bool:
 
 def _pure_code(code: types.CodeType, lookup: Callable[[str], Any]) -> bool:
     """Only :data:`_PURE_INSTRUCTIONS`, jumping only forward; each global a
-    plain value, a pure callable or a pure module, and each attribute read
-    straight from such a module (``math.sqrt``)."""
+    plain value, a pure callable or a pure module; no attribute whose name
+    starts with ``_`` (``__class__``, ``__self__`` and the like reach any
+    object), and one read straight from a pure module a plain value or a
+    pure callable (``math.sqrt``).  Any other attribute belongs to a value
+    of the interpreter's own types, as every operand does: its methods
+    (``str.upper``, ``int.bit_length``) compute on it."""
     if code.co_flags & _GENERATOR_FLAGS:
         return False
     raw = code.co_code
@@ -187,11 +191,12 @@ def _pure_code(code: types.CodeType, lookup: Callable[[str], Any]) -> bool:
                 return False
         elif op in _LOAD_ATTRIBUTE:
             name = names[arg >> _ATTRIBUTE_SHIFT]
-            if loaded is None or name in _UNBOUNDED:
+            if name.startswith("_") or name in _UNBOUNDED:
                 return False
-            value = getattr(loaded, name, _MISSING)
-            if not (_plain(value) or _is_pure_callable(value)):
-                return False
+            if loaded is not None:
+                value = getattr(loaded, name, _MISSING)
+                if not (_plain(value) or _is_pure_callable(value)):
+                    return False
         elif op in _ABSOLUTE_JUMPS and arg * 2 <= offset:  # in instructions since 3.10
             return False
         arg = 0
@@ -202,8 +207,8 @@ def self_contained(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mappin
     """Whether nobody could tell which thread ran ``fn(*args, **kwargs)``.
 
     True only for a plain function whose code has no loop, calls nothing
-    but builtins and ``math`` functions that compute on numbers, and reads
-    no attribute but those functions, and whose every operand (arguments,
+    but builtins and ``math`` functions that compute, and the methods of
+    the values it computes with, and whose every operand (arguments,
     defaults, closure cells, the globals it reads) is a number, string,
     bytes, None or a short tuple of them: such a call runs no code of the
     user's, cannot wait for anything (another call of the same map

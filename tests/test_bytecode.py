@@ -83,12 +83,20 @@ def prints(x: int) -> None:
     print(x)
 
 
-def calls_a_method(x: int) -> int:
-    return x.bit_length()
+def calls_methods(x: Any) -> Any:
+    return str(x).upper().split(",")[0].zfill(8) + f"{x}".strip() + str(int.from_bytes(b"a", "big"))
 
 
 def reads_an_attribute(x: int) -> int:
-    return x.real
+    return x.real + x.bit_length()
+
+
+def reads_its_class(x: int) -> Any:
+    return x.__class__
+
+
+def reaches_beyond_through_a_dunder(x: int) -> Any:
+    return abs.__self__
 
 
 def loops(x: int) -> int:
@@ -151,6 +159,8 @@ def with_an_empty_cell() -> Callable[[int], int]:
         (adds(5), (1,)),
         (lambda x: x + 1, (1,)),
         (calls_builtins, (4,)),
+        (calls_methods, ("a,b",)),
+        (reads_an_attribute, (5,)),
     ],
 )
 def test_calls_that_only_compute_on_plain_values_are_self_contained(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -173,8 +183,8 @@ def test_calls_that_only_compute_on_plain_values_are_self_contained(fn: Callable
         (takes_a_lock, (1,), "a method of a lock"),
         (reads_a_modules_dict, (1,), "an attribute of a math module that is no function"),
         (prints, (1,), "print"),
-        (calls_a_method, (1,), "a method of a plain value"),
-        (reads_an_attribute, (1,), "an attribute of a plain value"),
+        (reads_its_class, (1,), "a dunder attribute"),
+        (reaches_beyond_through_a_dunder, (1,), "a builtin's module, through __self__"),
         (loops, (3,), "a loop"),
         (iterates, (1,), "a for loop"),
         (generates, (1,), "a generator"),
