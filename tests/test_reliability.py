@@ -31,6 +31,7 @@ from helpers import run_scenario
 
 from adaptive_pool import AutoExecutor, Choice, RemoteTraceback, WorkerCrashedError, pin
 from adaptive_pool._batch import Batch, Raised
+from adaptive_pool._routes import InlineRoute, ThreadRoute
 from adaptive_pool._workers import RemoteError, WorkerPool
 from adaptive_pool._workloads import python_loop
 
@@ -413,27 +414,37 @@ class _RacingBacklog:
         return empty
 
 
-@pytest.mark.timeout(30)
-@pytest.mark.parametrize("moment", ["got nothing", "looked empty"])
-def test_inline_lane_never_strands_a_batch(moment: str) -> None:
-    # The lane ends when its backlog is empty, and a submit that sees a
-    # lane out sends none: a batch queued while the lane ends must run.
-    from adaptive_pool._routes import InlineRoute, ThreadRoute
-
+@pytest.fixture
+def inline_lane() -> Iterator[tuple[InlineRoute, ThreadRoute]]:
+    """An inline route on a thread route of one thread, both shut down after."""
     threads = ThreadRoute(1)
     lane = InlineRoute(threads)
-    future: Future[Any] = Future()
-    batch = Batch(identity, [((7,), {})], [future])
-    lane._backlog = _RacingBacklog(lane._backlog, moment, lambda: lane.submit(batch))  # type: ignore[assignment]
-    lane._lane_out = True  # this thread plays the lane that is out
     try:
-        taken = lane.next_batch()
-        if taken is not None:
-            taken.run_here()
-        assert future.result(10) == 7  # run here, or by a lane sent meanwhile
+        yield lane, threads
     finally:
         lane.shutdown(wait=False)
         threads.shutdown(wait=False)
+
+
+def seven_batch() -> tuple[Batch, Future[Any]]:
+    """A batch of one call, ``identity(7)``, and its future."""
+    future: Future[Any] = Future()
+    return Batch(identity, [((7,), {})], [future]), future
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("moment", ["got nothing", "looked empty"])
+def test_inline_lane_never_strands_a_batch(inline_lane: tuple[InlineRoute, ThreadRoute], moment: str) -> None:
+    # The lane ends when its backlog is empty, and a submit that sees a
+    # lane out sends none: a batch queued while the lane ends must run.
+    lane, _ = inline_lane
+    batch, future = seven_batch()
+    lane._backlog = _RacingBacklog(lane._backlog, moment, lambda: lane.submit(batch))  # type: ignore[assignment]
+    lane._lane_out = True  # this thread plays the lane that is out
+    taken = lane.next_batch()
+    if taken is not None:
+        taken.run_here()
+    assert future.result(10) == 7  # run here, or by a lane sent meanwhile
 
 
 @pytest.mark.timeout(60)
@@ -503,31 +514,25 @@ def test_a_map_of_self_contained_tiny_calls_waits_for_its_reader_and_loses_nothi
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("order", ["queued_first", "reader_first"])
-def test_a_paced_batch_its_reader_cannot_take_gets_a_lane(order: str) -> None:
+def test_a_paced_batch_its_reader_cannot_take_gets_a_lane(
+    inline_lane: tuple[InlineRoute, ThreadRoute], order: str
+) -> None:
     # A paced batch is queued with no lane; a reader that comes before it is
     # queued (or after a lane took it) cannot run it, and must not wait for
     # nobody: a lane is sent, whichever of the two comes first.
-    from adaptive_pool._routes import InlineRoute, ThreadRoute
-
-    threads = ThreadRoute(1)
-    lane = InlineRoute(threads)
-    future: Future[Any] = Future()
-    batch = Batch(identity, [((7,), {})], [future])
+    lane, threads = inline_lane
+    batch, future = seven_batch()
     batch.offer()
     batch.paced = True
-    try:
-        if order == "queued_first":
-            lane.submit(batch)
-            assert not future.done() and not threads.threads()  # waits for its reader, no lane
-            lane.unpace(batch)
-        else:
-            assert not batch.take_over()  # not queued yet: the reader cannot run it
-            lane.unpace(batch)
-            lane.submit(batch)
-        assert future.result(10) == 7
-    finally:
-        lane.shutdown(wait=False)
-        threads.shutdown(wait=False)
+    if order == "queued_first":
+        lane.submit(batch)
+        assert not future.done() and not threads.threads()  # waits for its reader, no lane
+        lane.unpace(batch)
+    else:
+        assert not batch.take_over()  # not queued yet: the reader cannot run it
+        lane.unpace(batch)
+        lane.submit(batch)
+    assert future.result(10) == 7
 
 
 def test_callbacks_that_submit_more_work(ex: AutoExecutor) -> None:
