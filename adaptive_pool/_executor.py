@@ -758,12 +758,13 @@ class AutoExecutor(Executor):
         no other probe, no control thread and no hand-offs between threads
         (which had cost a map of 20,000 microsecond calls more than running
         them did).  Otherwise the map sends its other probes, then calls
-        :meth:`_scout_over`, and the first is judged with them.  The GIL
-        sampler starts before the call runs all the same: a thread started
-        beside a call that holds the GIL waits a switch interval for each
-        step of its start, and a sampler started after the wait saw too
-        little of either probe to read the GIL (a pure-Python closure went
-        to threads).  Such a first call also keeps this thread off the GIL
+        :meth:`_scout_over`, and the first is judged with them.  On a
+        worker, the GIL sampler starts before the call runs all the same (a
+        self-contained call needs none: it holds the GIL throughout): a
+        thread started beside a call that holds the GIL waits a switch
+        interval for each step of its start, and a sampler started after
+        the wait saw too little of either probe to read the GIL (a
+        pure-Python closure went to threads).  Such a first call also keeps this thread off the GIL
         for a switch interval past the wait: the other probes start up to
         5 ms later than they would have, their readings unchanged (the
         sampler watched all along).
