@@ -27,6 +27,7 @@ __all__ = [
     "Outcomes",
     "Raised",
     "as_calls",
+    "resolve",
     "thread_cpu_clock",
 ]
 
@@ -368,7 +369,7 @@ class Batch:
             return None
         fn, calls = self.fn, self.calls
         self.ran = 0
-        _resolve(self.futures[0], True, None)
+        resolve(self.futures[0], True, None)
         self._finish()
         return starmap(fn, calls) if self.spread else map(fn, calls)
 
@@ -416,7 +417,7 @@ class Batch:
                 else:
                     for args, kwargs in self.call_pairs():
                         sink.add(*invoke(fn, args, kwargs))
-                _resolve(self.futures[0], True, None)
+                resolve(self.futures[0], True, None)
                 return
             for (args, kwargs), future in zip(self.calls, self.futures):
                 if not future.set_running_or_notify_cancel():
@@ -455,14 +456,14 @@ class Batch:
                     outcome = [outcome[0]] * len(self.calls)
                 assert self.outcomes is not None
                 self.outcomes.extend(outcome)
-                _resolve(self.futures[0], True, None)
+                resolve(self.futures[0], True, None)
             else:
                 if len(outcome) != len(self.futures):
                     # The worker could not even read the job: its one error
                     # applies to every call.
                     outcome = [outcome[0]] * len(self.futures)
                 for (ok, value), future in zip(outcome, self.futures):
-                    _resolve(future, ok, value)
+                    resolve(future, ok, value)
         finally:
             self._finish()
 
@@ -496,10 +497,10 @@ def as_calls(arguments: Sequence[Any], spread: bool) -> list[Call]:
 
 
 def _fail(future: Future[Any], exc: BaseException) -> None:
-    _resolve(future, False, exc)
+    resolve(future, False, exc)
 
 
-def _resolve(future: Future[Any], ok: bool, value: Any) -> None:
+def resolve(future: Future[Any], ok: bool, value: Any) -> None:
     """Set a future unless the user cancelled it first (a benign race)."""
     try:
         if ok:

@@ -33,7 +33,7 @@ from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures._base import BrokenExecutor
 from typing import Any, TypeVar
 
-from ._batch import CANCELLED, Batch, Call
+from ._batch import CANCELLED, NO_KWARGS, Batch, Call
 from ._identity import (
     calls_per_invocation,
     describe,
@@ -42,7 +42,7 @@ from ._identity import (
     underlying_function,
 )
 from ._control import ControlThread, Scheduled
-from ._map import MapPlan, map_results
+from ._map import MapPlan, map_results, reader_results
 from ._policy import (
     DRIFT_MIN_S,
     SPRINT_BUDGET_S,
@@ -70,6 +70,7 @@ from ._profile import (
     PROFILES,
     CallSample,
     GilMonitor,
+    MeasuredCall,
     ProbeTracker,
     function_picklable,
     measure_call,
@@ -458,6 +459,12 @@ class AutoExecutor(Executor):
         spread = len(iterables) != 1
         source: Iterator[Any] | tuple[Any, ...] = zip(*iterables) if spread else iter(iterables[0])
         count: int | None = None
+        # Its inline batches may run on the consumer's thread (see
+        # MapPlan.run_on_consumer), unless that thread could not honour the
+        # timeout, or the user asked for the calls to run on threads of the
+        # executor's own: initialized, or named.
+        helped = end_time is None and self._initializer is None and not self._thread_name_prefix
+        first_call: MeasuredCall | None = None
         if buffersize is None:
             # Like the standard library: the inputs are read now, the calls
             # run whether or not the results are ever asked for.  A tuple:
@@ -467,6 +474,10 @@ class AutoExecutor(Executor):
             # million inputs at each collection (14 ms each).
             source = tuple(iterables[0] if not spread else source)
             count = len(source)
+            if helped and count:
+                handed, first_call = self._map_for_reader(fn, source, spread)
+                if handed is not None:
+                    return handed
         plan = MapPlan(
             self,
             fn,
@@ -476,11 +487,8 @@ class AutoExecutor(Executor):
             chunksize=chunksize,
             buffersize=buffersize,
             probes=self._probes,
-            # Its inline batches may run on the consumer's thread (see
-            # MapPlan.run_on_consumer), unless that thread could not honour the
-            # timeout, or the user asked for the calls to run on threads of
-            # the executor's own: initialized, or named.
-            helped=end_time is None and self._initializer is None and not self._thread_name_prefix,
+            helped=helped,
+            first_call=first_call,
         )
         with self._lock:
             self._plans.add(plan)
@@ -715,13 +723,18 @@ class AutoExecutor(Executor):
         scout: _Scout | None = None,
         *,
         here: bool = False,
+        ran: MeasuredCall | None = None,
     ) -> None:
         """Send one call to a thread to be measured; ``here``: run it on this
-        thread instead (a self-contained scout, see :meth:`_scout`)."""
+        thread instead (a self-contained scout, see :meth:`_scout`), or
+        take what it gave when it ran (``ran``)."""
         box: list[CallSample] = []
 
         def invoke(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
-            ok, value, sample = measure_call(f, args, kwargs, self._monitor, state.tracker, holds_gil=here)
+            if ran is not None:
+                ok, value, sample = ran
+            else:
+                ok, value, sample = measure_call(f, args, kwargs, self._monitor, state.tracker, holds_gil=here)
             box.append(sample)
             return ok, value
 
@@ -746,7 +759,68 @@ class AutoExecutor(Executor):
         else:
             self._submit_batch(self._route("thread"), batch)
 
-    def _scout(self, fn: Callable[..., Any], call: Call, future: Future[Any], here: bool) -> _Scout | None:
+    def _map_for_reader(
+        self, fn: Callable[..., Any], source: tuple[Any, ...], spread: bool
+    ) -> tuple[Iterator[Any] | None, MeasuredCall | None]:
+        """The results of a map that needs no worker, its plan nor its
+        probes, if it is one; else None and its first call if that ran.
+
+        Such a map's calls are self-contained (see
+        :func:`~adaptive_pool._bytecode.self_contained`), so nobody could tell
+        when, where or even whether one ran, and tiny (or the function is
+        decided inline already): its reader is handed them all as one
+        iterator that runs each call as its result is read, as a plan would
+        hand them over batch by batch (see ``MapPlan.run_on_consumer``), less
+        the plan, the route and the scout they cost (a fresh script's map of
+        20,000 microsecond calls spent half as long again getting to its first
+        batch as running it).  The first call of an undecided function runs
+        here, measured, and starts its sprint (see :meth:`_start_sprint`);
+        not tiny, it is handed to the plan to be judged as its first probe.
+        """
+        if self._policy_given:
+            return None, None  # a policy handed in decides tiny calls too
+        args = source[0] if spread else (source[0],)
+        if not self_contained(fn, args, NO_KWARGS) or self._forced_decision(fn) is not None:
+            return None, None
+        key = function_key(fn)
+        with self._lock:
+            state = self._states.get(key)
+        if state is not None:
+            return (reader_results(fn, source, spread) if self._reader_runs(state) else None), None
+        ran = measure_call(fn, args, NO_KWARGS, self._monitor, holds_gil=True)
+        sample = ran[2]
+        if sample.wall_s >= TINY_CALL_S:
+            return None, ran
+        state = self._state_for(fn)
+        with self._lock:
+            fresh = state.decision is None and not state.probes_started
+            if fresh:
+                # Its first probe, judged (none other runs: it was fresh).
+                state.probes_started = state.probes_done = 1
+                state.samples.append(sample)
+        if fresh:
+            self._sprint_on(state, [sample])
+        if not self._reader_runs(state):
+            return None, ran  # probed or decided otherwise meanwhile
+        return reader_results(fn, source, spread, first=ran), None
+
+    def _reader_runs(self, state: _FunctionState) -> bool:
+        """Whether a map's self-contained calls of this function go to its
+        reader whole (see :meth:`_map_for_reader`): decided inline, by the
+        policy or a sprint, and not being measured again."""
+        with self._lock:
+            decision = state.decision
+            return (
+                decision is not None
+                and decision.backend == "inline"
+                and decision.source != "forced"
+                and not (state.reprobe or state.held)
+                and (state.sprint is not None or not state.provisional)
+            )
+
+    def _scout(
+        self, fn: Callable[..., Any], call: Call, future: Future[Any], here: bool, ran: MeasuredCall | None = None
+    ) -> _Scout | None:
         """Start a waiting map's first call of an undecided function (already
         counted as outstanding) alone, and wait up to :data:`_SCOUT_WAIT_S`
         for it; None if that is not how its first call goes (route it as
@@ -757,7 +831,9 @@ class AutoExecutor(Executor):
         map's calls then run inline at once (see :meth:`_start_sprint`), with
         no other probe, no control thread and no hand-offs between threads
         (which had cost a map of 20,000 microsecond calls more than running
-        them did).  Otherwise the map sends its other probes, then calls
+        them did).  ``ran``: the call ran already, self-contained, as
+        measured (see :meth:`_map_for_reader`); that is how it goes here.
+        Otherwise the map sends its other probes, then calls
         :meth:`_scout_over`, and the first is judged with them.  On a
         worker, the GIL sampler starts before the call runs all the same (a
         self-contained call needs none: it holds the GIL throughout): a
@@ -773,12 +849,12 @@ class AutoExecutor(Executor):
         if state is None:
             return None
         scout = _Scout(state)
-        if here and self_contained(fn, *call):
+        if ran is not None or (here and self_contained(fn, *call)):
             # It cannot wait for the map's other calls nor see its thread:
             # run here, it spares starting a worker and the GIL sampler,
             # which cost a map of 20,000 microsecond calls a fifth of its time.
             scout.here = True
-            self._start_probe(state, fn, call, future, scout, here=True)
+            self._start_probe(state, fn, call, future, scout, here=True, ran=ran)
         else:
             # The sampler starts while a worker does (see GilMonitor.acquire).
             self._monitor.acquire(wait=False)
@@ -971,6 +1047,11 @@ class AutoExecutor(Executor):
             if self._policy_given or state.decision is not None or state.sprint is not None or not state.listeners:
                 return False
             samples = list(state.samples)
+        return self._sprint_on(state, samples)
+
+    def _sprint_on(self, state: _FunctionState, samples: list[CallSample]) -> bool:
+        """Start the sprint of a function whose probes (``samples``) were
+        tiny; False if they were not."""
         # The facts are not read yet: until the policy decides, nothing
         # can go to a process anyway.
         features = summarize(samples, fn_picklable=False, effects=_UNREAD_EFFECTS)

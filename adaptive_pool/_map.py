@@ -27,15 +27,16 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import TYPE_CHECKING, Any, cast
 
-from ._batch import NO_KWARGS, Batch, Call, Outcomes, as_calls
+from ._batch import NO_KWARGS, Batch, Call, Outcomes, as_calls, resolve
 from ._bytecode import self_contained
 from ._policy import Decision, computing_now, watch_for_computing
+from ._profile import MeasuredCall
 
 if TYPE_CHECKING:
     from ._executor import AutoExecutor
     from ._routes import InlineRoute
 
-__all__ = ["MapPlan", "map_results"]
+__all__ = ["MapPlan", "map_results", "reader_results"]
 
 #: Running batches whose CPU clocks one look reads at most (the latest
 #: sent): a read costs a system call (~1.5 us).
@@ -80,6 +81,7 @@ class MapPlan:
         buffersize: int | None,
         probes: int,
         helped: bool = False,
+        first_call: MeasuredCall | None = None,
     ) -> None:
         self._executor: AutoExecutor | None = executor
         self._fn = fn
@@ -97,6 +99,8 @@ class MapPlan:
         # (see run_on_consumer); whether the last batch sent is one of them;
         # the one it is running.
         self._helped = helped
+        # The first call, if it ran already (see AutoExecutor._map_for_reader).
+        self._first_call = first_call
         self._consumer_runs = False
         self._consumer_batch: Batch | None = None
         self._cond = threading.Condition(threading.Lock())
@@ -275,18 +279,25 @@ class MapPlan:
             with self._cond:
                 self._awaiting_decision = False
             return
+        ran, self._first_call = self._first_call, None
         # Listen before the probes start: whoever decides must know that a
         # map waits (tiny probes may be over before _route_calls returns).
         if not executor._when_decided(self._fn, self._decided, self._left):
-            executor._route_calls(self._fn, *first)
+            self._route_first(executor, first, ran)
             self._resume()  # decided meanwhile
             return
-        scout = executor._scout(self._fn, first[0][0], first[1][0], here=self._helped)
+        scout = executor._scout(self._fn, first[0][0], first[1][0], here=self._helped, ran=ran)
         if scout is not None and scout.here:
             self._paced = True  # judged there (see _reader_paced)
         if scout is not None and scout.decided:
             return
-        calls, futures = ([], []) if scout is not None else first
+        calls: list[Call] = []
+        futures: list[Future[Any]] = []
+        if scout is None:
+            if ran is None:
+                calls, futures = first
+            else:
+                self._route_first(executor, first, ran)
         try:
             more = self._take_probes(executor, count - 1)
             if more:
@@ -296,6 +307,20 @@ class MapPlan:
         finally:
             if scout is not None:
                 executor._scout_over(scout)
+
+    def _route_first(
+        self, executor: AutoExecutor, first: tuple[list[Call], list[Future[Any]]], ran: MeasuredCall | None
+    ) -> None:
+        """Send the map's first call where its function's calls go, or, if
+        it ran already (``ran``), give its future what it returned."""
+        if ran is None:
+            executor._route_calls(self._fn, *first)
+            return
+        ok, value, _ = ran
+        future = first[1][0]
+        if future.set_running_or_notify_cancel():
+            resolve(future, ok, value)
+        executor._count(-1)  # counted when taken (see _take_probes)
 
     def _take_probes(self, executor: AutoExecutor, count: int) -> tuple[list[Call], list[Future[Any]]] | None:
         """Take up to ``count`` calls as probes, counted and visible to the
@@ -570,6 +595,29 @@ def _draining(values: list[Any]) -> Iterator[Any]:
     costs a frame resume per result, a fifth of that loop)."""
     values.reverse()
     return map(list.pop, itertools.repeat(values, len(values)))
+
+
+def reader_results(
+    fn: Callable[..., Any], source: tuple[Any, ...], spread: bool, first: MeasuredCall | None = None
+) -> Iterator[Any]:
+    """A map's results, each call run as its result is read (the map is
+    handed to its reader whole: see ``AutoExecutor._map_for_reader``);
+    ``first``: what the first call gave, if it ran already.  A call that
+    raises raises there; read on, the iterator goes on with the next calls,
+    as a handed-over batch does (see :meth:`MapPlan.run_on_consumer`)."""
+
+    def stretches() -> Generator[Iterator[Any], None, None]:
+        calls = iter(source)
+        if first is not None:
+            next(calls)
+            ok, value, _ = first
+            if not ok:
+                raise value
+            yield iter((value,))
+            del value
+        yield itertools.starmap(fn, calls) if spread else map(fn, calls)
+
+    return _Results.over(stretches())
 
 
 def map_results(plan: MapPlan, end_time: float | None) -> Iterator[Any]:

@@ -34,6 +34,7 @@ __all__ = [
     "SAFETY_FEATURES",
     "CallSample",
     "GilMonitor",
+    "MeasuredCall",
     "ProbeTracker",
     "ProfileStore",
     "measure_call",
@@ -444,6 +445,15 @@ def _overlap_apart(a0: float, a1: float, b0: float, b1: float, apart: list[tuple
 # One measured call
 
 
+def _own_wall(wall: float, cpu: float, holds_gil: bool) -> float:
+    """Wall seconds a call took of its own: its CPU time if it held the GIL
+    throughout and the CPU clock saw it run (a clock that ticks every
+    15 ms, as on Windows, may read none), else ``wall`` (at least ``cpu``)."""
+    if holds_gil and cpu > 0:
+        return cpu
+    return max(wall, cpu)
+
+
 class CallSample(NamedTuple):
     """Measurements of one call (a probe)."""
 
@@ -463,6 +473,10 @@ class CallSample(NamedTuple):
     window_cpu_s: float = 0.0
 
 
+#: A call run and measured: ``(ok, value or exception, sample)``.
+MeasuredCall = tuple[bool, Any, CallSample]
+
+
 def measure_call(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -471,7 +485,7 @@ def measure_call(
     tracker: ProbeTracker | None = None,
     *,
     holds_gil: bool = False,
-) -> tuple[bool, Any, CallSample]:
+) -> MeasuredCall:
     """Run ``fn(*args, **kwargs)`` and measure it.
 
     Returns ``(ok, value_or_exception, sample)``.  The call runs in the
@@ -480,11 +494,15 @@ def measure_call(
     call runs nothing but byte code (see :func:`~adaptive_pool._bytecode.self_contained`),
     so its GIL share is its CPU share, and the GIL sampler is not started.
     """
-    if not holds_gil:
+    # A call that holds the GIL throughout cannot wait: whatever time it
+    # spends off the CPU is others' doing, and its CPU clock alone measures
+    # it.  Its thread's run-queue clock is not read (opening it cost a
+    # fresh script's first map of tiny calls 60 us, as long as the calls).
+    runqueue = None if holds_gil else _RunqueueClock()
+    if runqueue is not None:
         monitor.acquire()
-    runqueue = _RunqueueClock()
-    queued0 = runqueue.seconds()
-    token = tracker.start(queued0) if tracker is not None else None
+    queued0 = None if runqueue is None else runqueue.seconds()
+    token = tracker.start(queued0, holds_gil=holds_gil) if tracker is not None else None
     # The CPU clock is read outside the wall clock's window: a read costs
     # about a microsecond (a system call), twenty times a tiny call, and
     # inside the window it made such calls look dear (the first chunks of
@@ -500,16 +518,17 @@ def measure_call(
     finally:
         wall1 = time.perf_counter()
         cpu1 = time.thread_time()
-        queued = runqueue.seconds() - queued0
-        runqueue.close()
+        queued = 0.0
+        if runqueue is not None:
+            queued = runqueue.seconds() - (queued0 or 0.0)
+            runqueue.close()
+            monitor.release()
         if tracker is not None and token is not None:
             tracker.finish(token)
-        if not holds_gil:
-            monitor.release()
     # Time this thread was ready to run but had no core (other programs
     # loading the machine) says nothing about the function: leave it out.
     cpu = min(max(0.0, cpu1 - cpu0), wall1 - wall0)  # less the reads themselves
-    wall = max(wall1 - wall0 - queued, cpu, 1e-9)
+    wall = max(_own_wall(wall1 - wall0 - queued, cpu, holds_gil), 1e-9)
     with monitor.own_work():
         arg_bytes = pickled_size((args, dict(kwargs))) if args or kwargs else 32
         result_bytes = pickled_size(value) if ok else 0
@@ -546,14 +565,19 @@ class ProbeTracker:
     def __init__(self, monitor: GilMonitor) -> None:
         self._monitor = monitor
         self._lock = threading.Lock()
-        # token -> (thread ident, native id, wall at start, CPU at start, runqueue at start)
-        self._running: dict[int, tuple[int, int, float, float, float]] = {}
+        # token -> (thread ident, native id, wall at start, CPU at start,
+        # runqueue at start: None for a call that holds the GIL throughout)
+        self._running: dict[int, tuple[int, int, float, float, float | None]] = {}
         self._next = 0
 
-    def start(self, queued: float | None = None) -> int:
+    def start(self, queued: float | None = None, *, holds_gil: bool = False) -> int:
         """Register the calling thread as running a probe (``queued``: its
-        run-queue clock now if already read, see :class:`_RunqueueClock`)."""
-        if queued is None:
+        run-queue clock now if already read, see :class:`_RunqueueClock`;
+        ``holds_gil``: a call that holds the GIL throughout, see
+        :func:`measure_call`, whose run-queue clock is not read)."""
+        if holds_gil:
+            queued = None
+        elif queued is None:
             runqueue = _RunqueueClock()
             queued = runqueue.seconds()
             runqueue.close()
@@ -605,12 +629,15 @@ class ProbeTracker:
             cpu_now = thread_cpu_clock(ident)
             if cpu_now is None:
                 continue
-            runqueue = _RunqueueClock(native)
-            queued = max(0.0, runqueue.seconds() - queued0)
-            runqueue.close()
+            queued = 0.0
+            if queued0 is not None:
+                runqueue = _RunqueueClock(native)
+                queued = max(0.0, runqueue.seconds() - queued0)
+                runqueue.close()
             cpu = max(0.0, cpu_now - cpu0)
-            wall = max(now - wall0 - queued, cpu, 1e-9)
-            gil = self._monitor.hold_between(wall0, now)
+            wall = max(_own_wall(now - wall0 - queued, cpu, queued0 is None), 1e-9)
+            # (One that holds the GIL throughout holds it as long as it runs.)
+            gil = cpu / wall if queued0 is None else self._monitor.hold_between(wall0, now)
             out.append(
                 CallSample(
                     wall_s=wall,

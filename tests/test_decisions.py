@@ -476,6 +476,56 @@ def test_a_self_contained_call_that_raises_fails_at_its_place() -> None:
             next(results)
 
 
+def test_a_self_contained_first_call_that_raises_ends_the_map_there() -> None:
+    # As with the standard library: the map's iterator raises the first
+    # call's error, then is over.
+    with AutoExecutor() as ex:
+        results = ex.map(inverse, [0, 1, 2])
+        with pytest.raises(ZeroDivisionError):
+            next(results)
+        assert list(results) == []
+
+
+def doubled(x: int) -> int:
+    return 2 * x
+
+
+def power(base: int, exponent: int) -> int:
+    return base**exponent
+
+
+def test_a_self_contained_map_of_several_iterables_goes_to_its_reader() -> None:
+    before = set(threading.enumerate())
+    with AutoExecutor() as ex:
+        assert list(ex.map(power, [2, 3, 4], [3, 2, 1, 0])) == [8, 9, 4]
+        assert list(ex.map(power, [5], [2])) == [25]  # decided: not measured again
+        assert not [t.name for t in threading.enumerate() if t not in before]
+        decision = ex.decision_for(power)
+    assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
+
+
+def test_a_self_contained_first_call_that_is_not_tiny_is_the_maps_first_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Measured on the map's thread before the map is planned, then judged
+    # as the first probe of the plan: it is not run again.
+    import adaptive_pool._executor as executor_module
+
+    monkeypatch.setattr(executor_module, "TINY_CALL_S", 0.0)  # no call is tiny
+    monkeypatch.setattr("adaptive_pool._policy.TINY_CALL_S", 0.0)
+    measured: list[tuple[object, ...]] = []
+    real_measure = executor_module.measure_call
+
+    def counting(fn: Callable[..., Any], args: tuple[object, ...], *rest: Any, **options: Any) -> Any:
+        measured.append(args)
+        return real_measure(fn, args, *rest, **options)
+
+    monkeypatch.setattr(executor_module, "measure_call", counting)
+    with AutoExecutor() as ex:
+        assert list(ex.map(doubled, range(40))) == [2 * x for x in range(40)]
+        decision = ex.decision_for(doubled)
+    assert measured.count((0,)) == 1, measured
+    assert decision is not None and decision.source != "sprint"
+
+
 def test_a_sprint_over_budget_with_no_calls_left_asks_no_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     # Every call was dispatched before the sprint went over budget: the
     # policy would decide for nothing (and shutdown() would wait for it).
