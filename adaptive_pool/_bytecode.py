@@ -206,7 +206,8 @@ def _pure_code(code: types.CodeType, lookup: Callable[[str], Any]) -> bool:
 def self_contained(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
     """Whether nobody could tell which thread ran ``fn(*args, **kwargs)``.
 
-    True only for a plain function whose code has no loop, calls nothing
+    True only for such a builtin (``abs``, ``math.sqrt``, ``str.upper``)
+    given plain values, or a plain function whose code has no loop, calls nothing
     but builtins and ``math`` functions that compute, and the methods of
     the values it computes with, and whose every operand (arguments,
     defaults, closure cells, the globals it reads) is a number, string,
@@ -216,16 +217,34 @@ def self_contained(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mappin
     No tracer may watch this thread either (``sys.settrace`` is per
     thread).  Cautious: False whenever in doubt.
     """
-    if type(fn) is not types.FunctionType or sys.gettrace() is not None or sys.getprofile() is not None:
+    if sys.gettrace() is not None or sys.getprofile() is not None:
         return False
     try:
+        if type(fn) is not types.FunctionType:
+            return _pure_builtin(fn) and _plain_arguments(args, kwargs)
         return _self_contained(fn, args, kwargs)
     except Exception:  # an empty closure cell, a function made by hand: in doubt
         return False
 
 
+def _plain_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+    return all(map(_plain, args)) and all(map(_plain, kwargs.values()))
+
+
+def _pure_builtin(fn: Any) -> bool:
+    """A builtin that only computes on plain values: a pure callable (see
+    :func:`_is_pure_callable`), a method of a plain type (``str.upper``) or
+    one bound to a plain value (``"-".join``); none named with ``_``."""
+    kind = type(fn)
+    if kind is types.MethodDescriptorType:
+        return fn.__objclass__ in _PLAIN_TYPES and not fn.__name__.startswith("_")
+    if kind is types.BuiltinFunctionType and type(fn.__self__) in _PLAIN_TYPES:
+        return not fn.__name__.startswith("_")
+    return _is_pure_callable(fn)
+
+
 def _self_contained(fn: types.FunctionType, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
-    if not all(map(_plain, args)) or not all(map(_plain, kwargs.values())):
+    if not _plain_arguments(args, kwargs):
         return False
     if not all(map(_plain, fn.__defaults__ or ())) or not all(map(_plain, (fn.__kwdefaults__ or {}).values())):
         return False

@@ -33,6 +33,13 @@ class Number:
         return self
 
 
+class Doubler:
+    """A callable whose call is the user's code."""
+
+    def __call__(self, x: int) -> int:
+        return 2 * x
+
+
 def arithmetic(x: Any) -> Any:
     return x * 2 + 1
 
@@ -161,6 +168,11 @@ def with_an_empty_cell() -> Callable[[int], int]:
         (calls_builtins, (4,)),
         (calls_methods, ("a,b",)),
         (reads_an_attribute, (5,)),
+        (abs, (-1,)),
+        (math.sqrt, (2.0,)),
+        (int, ("12",)),
+        (str.upper, ("a",)),
+        ("-".join, (("a", "b"),)),
     ],
 )
 def test_calls_that_only_compute_on_plain_values_are_self_contained(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -189,7 +201,14 @@ def test_calls_that_only_compute_on_plain_values_are_self_contained(fn: Callable
         (iterates, (1,), "a for loop"),
         (generates, (1,), "a generator"),
         (comprehends, ((1,),), "a comprehension"),
-        (abs, (1,), "not a Python function"),
+        (abs, (Number(),), "a builtin given a value of the user's class"),
+        (sorted, ((1, 2),), "a builtin that loops"),
+        (math.factorial, (5,), "a builtin whose time grows with its arguments"),
+        (str.__add__, ("a", "b"), "a dunder method"),
+        (LOCK.acquire, (), "a method of a lock"),
+        ({}.get, (1,), "a method of a mutable value"),
+        (list.append, ([], 1), "a method of a mutable type"),
+        (Doubler(), (1,), "a callable object of the user's class"),
         (with_an_empty_cell(), (1,), "a closure cell not yet assigned"),
     ],
 )
