@@ -91,12 +91,18 @@ def run_mode(mode: str, fn: Callable[[Any], Any], items: list[Any], extra: dict[
             out = list(ex.map(fn, items))
         finally:
             ex.shutdown(wait=True)
-        decision = ex.decision_for(fn)
-        extra["decision"] = None if decision is None else str(decision)
-        if decision is not None:
-            extra["route"] = f"{decision.backend} x{decision.workers} chunk {decision.chunksize}"
+        # What it decided is read once the clock has stopped (see describe_decision).
+        extra["decided"] = (ex, fn)
         return out
     raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES + DIAGNOSTIC_MODES)}")
+
+
+def describe_decision(ex: Any, fn: Callable[[Any], Any]) -> dict[str, Any]:
+    """The decision an AutoExecutor took for ``fn``, for the report."""
+    decision = ex.decision_for(fn)
+    if decision is None:
+        return {"decision": None}
+    return {"decision": str(decision), "route": f"{decision.backend} x{decision.workers} chunk {decision.chunksize}"}
 
 
 def _warm_profile(fn: Callable[[Any], Any], items: list[Any]) -> None:
@@ -141,6 +147,8 @@ def measure(workload: str, mode: str, quick: bool) -> dict[str, Any]:
                 "seconds": time.perf_counter() - start,
             }
         seconds = time.perf_counter() - start
+    if "decided" in extra:
+        extra.update(describe_decision(*extra.pop("decided")))
     report: dict[str, Any] = {"ok": True, "seconds": seconds, "digest": digest(results), "count": len(results)}
     report.update(extra)
     if capture.lines:
