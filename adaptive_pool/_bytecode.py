@@ -161,9 +161,10 @@ def _plain(value: Any, depth: int = 2) -> bool:
     return False
 
 
-def _pure_code(code: types.CodeType, lookup: Callable[[str], Any]) -> bool:
+def _pure_code(code: types.CodeType, lookup: Callable[[str], Any], seen: dict[types.CodeType, bool]) -> bool:
     """Only :data:`_PURE_INSTRUCTIONS`, jumping only forward; each global a
-    plain value, a pure callable or a pure module; no attribute whose name
+    plain value, a pure callable, a pure module or a Python function that
+    is pure too (see :func:`_pure_function`); no attribute whose name
     starts with ``_`` (``__class__``, ``__self__`` and the like reach any
     object), and one read straight from a pure module a plain value or a
     pure callable (``math.sqrt``).  Any other attribute belongs to a value
@@ -188,7 +189,8 @@ def _pure_code(code: types.CodeType, lookup: Callable[[str], Any]) -> bool:
             if _pure_module(value):
                 module = value
             elif not (_plain(value) or _is_pure_callable(value)):
-                return False
+                if type(value) is not types.FunctionType or not _pure_function(value, seen):
+                    return False
         elif op in _LOAD_ATTRIBUTE:
             name = names[arg >> _ATTRIBUTE_SHIFT]
             if name.startswith("_") or name in _UNBOUNDED:
@@ -208,8 +210,9 @@ def self_contained(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mappin
 
     True only for such a builtin (``abs``, ``math.sqrt``, ``str.upper``)
     given plain values, or a plain function whose code has no loop, calls nothing
-    but builtins and ``math`` functions that compute, and the methods of
-    the values it computes with, and whose every operand (arguments,
+    but builtins and ``math`` functions that compute, the methods of the
+    values it computes with and Python functions as plain as itself (no
+    recursion, a few at most), and whose every operand (arguments,
     defaults, closure cells, the globals it reads) is a number, string,
     bytes, None or a short tuple of them: such a call runs no code of the
     user's, cannot wait for anything (another call of the same map
@@ -244,8 +247,26 @@ def _pure_builtin(fn: Any) -> bool:
 
 
 def _self_contained(fn: types.FunctionType, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
-    if not _plain_arguments(args, kwargs):
+    return _plain_arguments(args, kwargs) and _pure_function(fn, {})
+
+
+#: Python functions a self-contained call may reach, itself included: the
+#: look must cost less than the thread start it spares.
+_FUNCTIONS_MAX = 8
+
+
+def _pure_function(fn: types.FunctionType, seen: dict[types.CodeType, bool]) -> bool:
+    """Whether ``fn`` only computes, whatever plain values it is given: its
+    defaults and closure cells plain, its code pure (see :func:`_pure_code`),
+    and so every Python function it calls.  ``seen``: the functions looked
+    at so far (True if pure) or being looked at (False): a call back into
+    one of those is recursion, a loop by other means."""
+    code = fn.__code__
+    if code in seen:
+        return seen[code]
+    if len(seen) >= _FUNCTIONS_MAX:
         return False
+    seen[code] = False
     if not all(map(_plain, fn.__defaults__ or ())) or not all(map(_plain, (fn.__kwdefaults__ or {}).values())):
         return False
     if not all(_plain(cell.cell_contents) for cell in fn.__closure__ or ()):  # (empty: ValueError)
@@ -258,4 +279,5 @@ def _self_contained(fn: types.FunctionType, args: tuple[Any, ...], kwargs: Mappi
         value = found.get(name, _MISSING)
         return builtins.get(name, _MISSING) if value is _MISSING else value
 
-    return _pure_code(fn.__code__, lookup)
+    pure = seen[code] = _pure_code(code, lookup, seen)
+    return pure

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -63,7 +63,32 @@ def calls_builtins(x: Any) -> Any:
 
 
 def calls_a_function_of_its_own(x: int) -> int:
-    return arithmetic(x)
+    return arithmetic(x) + arithmetic(x + 1)  # (looked at once)
+
+
+def calls_one_that_takes_a_lock(x: int) -> Any:
+    return takes_a_lock(x)
+
+
+def counts_down(x: int) -> int:
+    return counts_down(x - 1) if x > 0 else 0  # recursion: a loop by other means
+
+
+def ping(x: int) -> int:
+    return pong(x - 1) if x > 0 else 0
+
+
+def pong(x: int) -> int:
+    return ping(x - 1) if x > 0 else 0
+
+
+def nested(depth: int) -> Callable[[int], int]:
+    """A chain of ``depth`` functions, each calling the next."""
+    namespace: dict[str, Any] = {}
+    exec("def f0(x):\n    return x + 1\n", namespace)
+    for level in range(1, depth):
+        exec(f"def f{level}(x):\n    return f{level - 1}(x) * 2\n", namespace)
+    return cast(Callable[[int], int], namespace[f"f{depth - 1}"])
 
 
 def sleeps(x: float) -> None:
@@ -166,6 +191,8 @@ def with_an_empty_cell() -> Callable[[int], int]:
         (adds(5), (1,)),
         (lambda x: x + 1, (1,)),
         (calls_builtins, (4,)),
+        (calls_a_function_of_its_own, (4,)),
+        (nested(8), (1,)),
         (calls_methods, ("a,b",)),
         (reads_an_attribute, (5,)),
         (abs, (-1,)),
@@ -188,7 +215,10 @@ def test_calls_that_only_compute_on_plain_values_are_self_contained(fn: Callable
         (reads_a_lock, (1,), "a global that is not a plain value"),
         (keeps(LOCK), (1,), "a closure over a lock"),
         (defaults_to_a_lock, (1,), "a default that is not a plain value"),
-        (calls_a_function_of_its_own, (1,), "a call of a Python function"),
+        (calls_one_that_takes_a_lock, (1,), "a call of a Python function that takes a lock"),
+        (counts_down, (3,), "recursion"),
+        (ping, (3,), "recursion through another function"),
+        (nested(9), (1,), "more Python functions than are looked through"),
         (sleeps, (0.001,), "a call of a module that is not all computing"),
         (sums_a_range, (5,), "a builtin that loops"),
         (grows_with_its_values, (5,), "a math function whose time grows with its arguments"),

@@ -306,8 +306,13 @@ def judge_first_calls_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("adaptive_pool._policy.TINY_CALL_S", 0.05)
 
 
+#: Shared and mutable: a call that reads it could see another thread's
+#: writes, so it never runs on the map's caller (see self_contained).
+_SHARED: list[int] = []
+
+
 def tiny_calling_out(x: int) -> int:
-    return tiny(x)  # a call of a Python function: never run on the map's caller
+    return tiny(x) + len(_SHARED)
 
 
 @pytest.mark.parametrize("fn, workers", [(tiny_calling_out, 1), (tiny, 0)])
