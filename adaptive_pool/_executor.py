@@ -437,7 +437,8 @@ class AutoExecutor(Executor):
         reads them (in a ``contextvars`` context of their own), unless
         ``timeout`` is given or the executor has an ``initializer`` or a
         ``thread_name_prefix``; a map read in part, or not at all, still
-        runs whole on the executor's threads.
+        runs whole on the executor's threads, unless nobody could tell
+        whether its calls ran (see ``_map_for_reader``).
         """
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
@@ -731,8 +732,9 @@ class AutoExecutor(Executor):
         box: list[CallSample] = []
 
         def invoke(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
+            nonlocal ran
             if ran is not None:
-                ok, value, sample = ran
+                (ok, value, sample), ran = ran, None  # the result is the future's alone
             else:
                 ok, value, sample = measure_call(f, args, kwargs, self._monitor, state.tracker, holds_gil=here)
             box.append(sample)

@@ -606,14 +606,18 @@ def reader_results(
     raises raises there; read on, the iterator goes on with the next calls,
     as a handed-over batch does (see :meth:`MapPlan.run_on_consumer`)."""
 
+    # In a list the generator empties: once read, the first result must be
+    # the reader's alone (CPython's tests check with weak references).
+    ran = [first] if first is not None else []
+
     def stretches() -> Generator[Iterator[Any], None, None]:
         calls = iter(source)
-        if first is not None:
+        if ran:
             next(calls)
-            ok, value, _ = first
+            ok, value, _ = ran.pop()
             if not ok:
                 raise value
-            yield iter((value,))
+            yield _draining([value])
             del value
         yield itertools.starmap(fn, calls) if spread else map(fn, calls)
 
