@@ -72,6 +72,7 @@ from ._profile import (
     GilMonitor,
     MeasuredCall,
     ProbeTracker,
+    call_timings,
     function_picklable,
     measure_call,
     pickled_size,
@@ -383,7 +384,6 @@ class AutoExecutor(Executor):
         self._routes_closed = False
         self._broken: str | None = None
         self._monitor = GilMonitor()
-        self._cores = usable_cores()
         self._serial = next(_EXECUTOR_SERIALS)
         self._plans: weakref.WeakSet[MapPlan] = weakref.WeakSet()
         # The control thread (see _on_control), once needed (a list, so that
@@ -392,6 +392,11 @@ class AutoExecutor(Executor):
         # If the executor is dropped without shutdown(), its workers still end.
         weakref.finalize(self, _close_routes, self._routes, self._gate, self._controls)
         _LIVE_EXECUTORS.add(self)
+
+    @property
+    def _cores(self) -> int:
+        """Cores this process may use, read when first needed (see usable_cores)."""
+        return usable_cores()
 
     # ------------------------------------------------------------------
     # The Executor interface
@@ -801,7 +806,11 @@ class AutoExecutor(Executor):
                 state.probes_started = state.probes_done = 1
                 state.samples.append(sample)
         if fresh:
-            self._sprint_on(state, [sample])
+            # Decided on the call's timings alone: summarize()'s other
+            # features would read the machine's CPU quota (~70 us, as long
+            # as 1,400 such calls) and facts that no sprint uses (unread,
+            # they keep processes off, as for any sprint).
+            self._sprint_on(state, {**call_timings([sample]), "facts_known": 0.0})
         if not self._reader_runs(state):
             return None, ran  # probed or decided otherwise meanwhile
         return reader_results(fn, source, spread, first=ran), None
@@ -1049,14 +1058,13 @@ class AutoExecutor(Executor):
             if self._policy_given or state.decision is not None or state.sprint is not None or not state.listeners:
                 return False
             samples = list(state.samples)
-        return self._sprint_on(state, samples)
-
-    def _sprint_on(self, state: _FunctionState, samples: list[CallSample]) -> bool:
-        """Start the sprint of a function whose probes (``samples``) were
-        tiny; False if they were not."""
         # The facts are not read yet: until the policy decides, nothing
         # can go to a process anyway.
-        features = summarize(samples, fn_picklable=False, effects=_UNREAD_EFFECTS)
+        return self._sprint_on(state, summarize(samples, fn_picklable=False, effects=_UNREAD_EFFECTS))
+
+    def _sprint_on(self, state: _FunctionState, features: Mapping[str, float]) -> bool:
+        """Start the sprint of a function whose probes (``features``) were
+        tiny; False if they were not."""
         decision = sprint_decision(features)
         if decision is None:
             return False

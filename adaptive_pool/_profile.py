@@ -37,6 +37,7 @@ __all__ = [
     "MeasuredCall",
     "ProbeTracker",
     "ProfileStore",
+    "call_timings",
     "measure_call",
     "pickled_size",
     "summarize",
@@ -672,6 +673,41 @@ def summarize(
     """
     if not samples:
         raise ValueError("summarize() needs at least one sample")
+    finished = [s for s in samples if s.complete]
+    timings = call_timings(samples)
+    wall = timings["wall_s"]
+    gils = [s.gil_hold for s in samples if s.gil_hold is not None]
+    arg_sizes = [s.arg_bytes for s in finished] or [arg_bytes_hint]
+    result_sizes = [s.result_bytes for s in finished if not s.raised]
+    args_pickle = all(size is not None for size in arg_sizes)
+    results_pickle = all(size is not None for size in result_sizes)
+    ok_results = [s for s in finished if not s.raised]
+    if ok_results:
+        result_is_none = all(s.result_is_none for s in ok_results)
+    else:
+        # No result seen yet: fall back on what the byte code says.
+        result_is_none = effects.may_return_value is False
+    return {
+        **timings,
+        "gil_hold": _median(gils) if gils else 0.5,  # unknown: neither side
+        # Whether gil_hold is a reading, not a stand-in: the sampler needs
+        # a call to last a few of its cycles before its share means much.
+        "gil_measured": 1.0 if gils and wall >= GIL_READABLE_S else 0.0,
+        "gil_cpu_share": _gil_cpu_share(samples),
+        "arg_bytes": float(_median_size(arg_sizes)),
+        "result_bytes": float(_median_size(result_sizes)) if result_sizes else 0.0,
+        "usable_cores": float(usable_cores()),
+        "picklable": float(fn_picklable and args_pickle and results_pickle),
+        "result_is_none": float(result_is_none),
+        "writes_shared_state": float(effects.writes_shared_state),
+        "complete": float(len(finished) == len(samples)),
+    }
+
+
+def call_timings(samples: list[CallSample]) -> dict[str, float]:
+    """What one call costs, from probe samples (at least one): the timing
+    features of :func:`summarize` (``wall_s``, ``cpu_s``, ``cpu_ratio``,
+    ``wait_ratio``)."""
     # Probes run side by side, so a GIL-bound probe also waits for the GIL
     # while the other one computes; that wait is not part of the call's own
     # cost.  The sampler's contention ratio estimates which share of the
@@ -688,34 +724,11 @@ def summarize(
     else:
         wall = _median(_solo_wall(s) for s in samples)
         cpu = min(_median(s.cpu_s for s in samples), wall)
-    gils = [s.gil_hold for s in samples if s.gil_hold is not None]
-    arg_sizes = [s.arg_bytes for s in finished] or [arg_bytes_hint]
-    result_sizes = [s.result_bytes for s in finished if not s.raised]
-    args_pickle = all(size is not None for size in arg_sizes)
-    results_pickle = all(size is not None for size in result_sizes)
-    ok_results = [s for s in finished if not s.raised]
-    if ok_results:
-        result_is_none = all(s.result_is_none for s in ok_results)
-    else:
-        # No result seen yet: fall back on what the byte code says.
-        result_is_none = effects.may_return_value is False
     return {
         "wall_s": wall,
         "cpu_s": cpu,
         "cpu_ratio": cpu / wall if wall > 0 else 0.0,
         "wait_ratio": 1.0 - cpu / wall if wall > 0 else 1.0,
-        "gil_hold": _median(gils) if gils else 0.5,  # unknown: neither side
-        # Whether gil_hold is a reading, not a stand-in: the sampler needs
-        # a call to last a few of its cycles before its share means much.
-        "gil_measured": 1.0 if gils and wall >= GIL_READABLE_S else 0.0,
-        "gil_cpu_share": _gil_cpu_share(samples),
-        "arg_bytes": float(_median_size(arg_sizes)),
-        "result_bytes": float(_median_size(result_sizes)) if result_sizes else 0.0,
-        "usable_cores": float(usable_cores()),
-        "picklable": float(fn_picklable and args_pickle and results_pickle),
-        "result_is_none": float(result_is_none),
-        "writes_shared_state": float(effects.writes_shared_state),
-        "complete": float(len(finished) == len(samples)),
     }
 
 
