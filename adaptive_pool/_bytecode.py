@@ -81,8 +81,8 @@ _PURE_BUILTINS = (
     abs, all, any, bin, bool, chr, complex, divmod, float, format, hash, hex, int,
     isinstance, len, max, min, oct, ord, pow, repr, round, str, sum,
 )  # fmt: skip
-#: Modules whose functions all compute on numbers alone ...
-_PURE_MODULES = ("math", "cmath")
+#: Modules whose functions all compute on the values they are given ...
+_PURE_MODULES = ("math", "cmath", "operator", "_operator")
 #: ... but for these, whose time grows with their arguments' values: the
 #: first call of a map of them may be long, and run on the map's thread it
 #: would keep the second probe from starting beside it.
@@ -104,6 +104,10 @@ _PURE_INSTRUCTIONS = frozenset(
         "BINARY_OP", "BINARY_SUBSCR", "BINARY_SLICE", "BUILD_SLICE", "COMPARE_OP", "IS_OP",
         "CONTAINS_OP", "UNARY_NEGATIVE", "UNARY_NOT", "UNARY_INVERT", "UNARY_POSITIVE",
         "TO_BOOL", "BUILD_TUPLE", "BUILD_STRING", "FORMAT_VALUE", "FORMAT_SIMPLE",
+        # New containers, and unpacking: of plain values, or of containers
+        # the call made (no other kind of value can reach it).
+        "BUILD_LIST", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP", "LIST_EXTEND",
+        "LIST_TO_TUPLE", "SET_UPDATE", "DICT_UPDATE", "UNPACK_SEQUENCE", "UNPACK_EX",
         "FORMAT_WITH_SPEC", "CONVERT_VALUE",
         "BINARY_POWER", "BINARY_MULTIPLY", "BINARY_MATRIX_MULTIPLY", "BINARY_FLOOR_DIVIDE",
         "BINARY_TRUE_DIVIDE", "BINARY_MODULO", "BINARY_ADD", "BINARY_SUBTRACT", "BINARY_LSHIFT",

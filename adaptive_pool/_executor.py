@@ -471,6 +471,7 @@ class AutoExecutor(Executor):
         # executor's own: initialized, or named.
         helped = end_time is None and self._initializer is None and not self._thread_name_prefix
         first_call: MeasuredCall | None = None
+        contained: bool | None = None  # whether its calls are self-contained, once looked at
         if buffersize is None:
             # Like the standard library: the inputs are read now, the calls
             # run whether or not the results are ever asked for.  A tuple:
@@ -481,9 +482,11 @@ class AutoExecutor(Executor):
             source = tuple(iterables[0] if not spread else source)
             count = len(source)
             if helped and count:
-                handed, first_call = self._map_for_reader(fn, source, spread)
-                if handed is not None:
-                    return handed
+                contained = self_contained(fn, source[0] if spread else (source[0],), NO_KWARGS)
+                if contained:
+                    handed, first_call = self._map_for_reader(fn, source, spread)
+                    if handed is not None:
+                        return handed
         plan = MapPlan(
             self,
             fn,
@@ -494,6 +497,7 @@ class AutoExecutor(Executor):
             buffersize=buffersize,
             probes=self._probes,
             helped=helped,
+            paced=contained,
             first_call=first_call,
         )
         with self._lock:
@@ -769,12 +773,14 @@ class AutoExecutor(Executor):
     def _map_for_reader(
         self, fn: Callable[..., Any], source: tuple[Any, ...], spread: bool
     ) -> tuple[Iterator[Any] | None, MeasuredCall | None]:
-        """The results of a map that needs no worker, its plan nor its
-        probes, if it is one; else None and its first call if that ran.
+        """The results of a map of self-contained calls that needs no
+        worker, its plan nor its probes, if it is one; else None and its
+        first call if that ran.
 
-        Such a map's calls are self-contained (see
+        Its calls are self-contained (the caller saw to it: see
         :func:`~adaptive_pool._bytecode.self_contained`), so nobody could tell
-        when, where or even whether one ran, and tiny (or the function is
+        when, where or even whether one ran; such a map is one if they are
+        tiny (or the function is
         decided inline already): its reader is handed them all as one
         iterator that runs each call as its result is read, as a plan would
         hand them over batch by batch (see ``MapPlan.run_on_consumer``), less
@@ -784,11 +790,9 @@ class AutoExecutor(Executor):
         here, measured, and starts its sprint (see :meth:`_start_sprint`);
         not tiny, it is handed to the plan to be judged as its first probe.
         """
-        if self._policy_given:
+        if self._policy_given or self._forced_decision(fn) is not None:
             return None, None  # a policy handed in decides tiny calls too
         args = source[0] if spread else (source[0],)
-        if not self_contained(fn, args, NO_KWARGS) or self._forced_decision(fn) is not None:
-            return None, None
         key = function_key(fn)
         with self._lock:
             state = self._states.get(key)

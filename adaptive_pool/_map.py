@@ -81,6 +81,7 @@ class MapPlan:
         buffersize: int | None,
         probes: int,
         helped: bool = False,
+        paced: bool | None = None,
         first_call: MeasuredCall | None = None,
     ) -> None:
         self._executor: AutoExecutor | None = executor
@@ -114,9 +115,9 @@ class MapPlan:
         self._error: BaseException | None = None
         self._pump_lock = threading.Lock()
         self._pump_again = False
-        # Whether its calls are self-contained (see _reader_paced), and the
-        # route its consumer's batches go to.
-        self._paced: bool | None = None
+        # Whether its calls are self-contained (see _reader_paced; None: not
+        # looked at yet), and the route its consumer's batches go to.
+        self._paced = paced
         self._inline: InlineRoute | None = None
         # Batches sent to threads sized for waiting, still running, and the
         # decision that sent each (see _computing_caught).
@@ -286,7 +287,8 @@ class MapPlan:
             self._route_first(executor, first, ran)
             self._resume()  # decided meanwhile
             return
-        scout = executor._scout(self._fn, first[0][0], first[1][0], here=self._helped, ran=ran)
+        here = self._helped and self._paced is not False  # (no need to look twice)
+        scout = executor._scout(self._fn, first[0][0], first[1][0], here=here, ran=ran)
         if scout is not None and scout.here:
             self._paced = True  # judged there (see _reader_paced)
         if scout is not None and scout.decided:

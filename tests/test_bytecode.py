@@ -8,6 +8,7 @@ tell, wait or run code of the user's must make it not self-contained.
 from __future__ import annotations
 
 import math
+import operator
 import sys
 import threading
 import time
@@ -60,6 +61,12 @@ def reads_a_lock(x: int) -> Any:
 
 def calls_builtins(x: Any) -> Any:
     return math.sqrt(abs(x)) + sqrt(x) + int(str(x)) + max(x, 3, key=None) + math.pi
+
+
+def builds_and_unpacks(item: tuple[int, str]) -> Any:
+    number, text = item
+    *head, last = text
+    return {"n": number, "parts": [*head], "set": {last}}, operator.mul(number, 2)
 
 
 def calls_a_function_of_its_own(x: int) -> int:
@@ -192,6 +199,8 @@ def with_an_empty_cell() -> Callable[[int], int]:
         (lambda x: x + 1, (1,)),
         (calls_builtins, (4,)),
         (calls_a_function_of_its_own, (4,)),
+        (builds_and_unpacks, ((3, "abc"),)),
+        (operator.add, (1, 2)),
         (nested(8), (1,)),
         (calls_methods, ("a,b",)),
         (reads_an_attribute, (5,)),
@@ -232,6 +241,8 @@ def test_calls_that_only_compute_on_plain_values_are_self_contained(fn: Callable
         (generates, (1,), "a generator"),
         (comprehends, ((1,),), "a comprehension"),
         (abs, (Number(),), "a builtin given a value of the user's class"),
+        (builds_and_unpacks, (Number(),), "unpacking a value of the user's class"),
+        (operator.attrgetter("real"), (1,), "a callable object of the operator module"),
         (sorted, ((1, 2),), "a builtin that loops"),
         (math.factorial, (5,), "a builtin whose time grows with its arguments"),
         (str.__add__, ("a", "b"), "a dunder method"),
