@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -507,6 +508,30 @@ def test_a_self_contained_map_of_several_iterables_goes_to_its_reader() -> None:
         assert not [t.name for t in threading.enumerate() if t not in before]
         decision = ex.decision_for(power)
     assert decision is not None and (decision.backend, decision.source) == ("inline", "sprint")
+
+
+def test_a_self_contained_map_runs_on_threads_when_the_user_says_so() -> None:
+    # prefer= (or a pin) is the user's choice: honoured even where nobody
+    # could tell the difference.
+    before = set(threading.enumerate())
+    with AutoExecutor(prefer="threads") as ex:
+        assert list(ex.map(doubled, range(100))) == [2 * x for x in range(100)]
+        assert [t for t in threading.enumerate() if t not in before]
+
+
+def test_maps_of_one_self_contained_function_from_many_threads_agree() -> None:
+    with AutoExecutor() as ex:
+        barrier = threading.Barrier(4)
+
+        def read_one(offset: int) -> list[int]:
+            barrier.wait()
+            return list(ex.map(doubled, range(offset, offset + 5000)))
+
+        with ThreadPoolExecutor(4) as readers:
+            outcomes = list(readers.map(read_one, [0, 1, 2, 3]))
+        decision = ex.decision_for(doubled)
+    assert outcomes == [[2 * x for x in range(offset, offset + 5000)] for offset in range(4)]
+    assert decision is not None and decision.backend == "inline"
 
 
 def test_a_self_contained_first_call_that_is_not_tiny_is_the_maps_first_probe(monkeypatch: pytest.MonkeyPatch) -> None:
