@@ -47,16 +47,22 @@ def digest(results: list[Any]) -> str:
 
 
 class _LogCapture(logging.Handler):
-    """Keeps adaptive_pool's log lines with their time since the clock started."""
+    """Keeps adaptive_pool's log records, as lines with their time since the
+    clock started once it has stopped (formatting them is the report's
+    work, not the executor's)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.wall0 = time.time()
-        self.lines: list[str] = []
+        self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        at = (record.created - self.wall0) * 1e3
-        self.lines.append(f"+{at:.1f} ms {record.getMessage()}")
+        self.records.append(record)
+
+    @property
+    def lines(self) -> list[str]:
+        """The records kept, formatted."""
+        return [f"+{(r.created - self.wall0) * 1e3:.1f} ms {r.getMessage()}" for r in self.records]
 
 
 def run_mode(mode: str, fn: Callable[[Any], Any], items: list[Any], extra: dict[str, Any]) -> list[Any]:
