@@ -165,7 +165,7 @@ def _plain(value: Any, depth: int = 2) -> bool:
     return False
 
 
-def _pure_code(code: types.CodeType, lookup: Callable[[str], Any], seen: dict[types.CodeType, bool]) -> bool:
+def _pure_code(code: types.CodeType, lookup: Callable[[str], Any], seen: dict[types.FunctionType, bool]) -> bool:
     """Only :data:`_PURE_INSTRUCTIONS`, jumping only forward; each global a
     plain value, a pure callable, a pure module or a Python function that
     is pure too (see :func:`_pure_function`); no attribute whose name
@@ -214,9 +214,10 @@ def self_contained(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mappin
 
     True only for such a builtin (``abs``, ``math.sqrt``, ``str.upper``)
     given plain values, or a plain function whose code has no loop, calls nothing
-    but builtins and ``math`` functions that compute, the methods of the
-    values it computes with and Python functions as plain as itself (no
-    recursion, a few at most), and whose every operand (arguments,
+    but builtins, ``math`` and ``operator`` functions that compute, the
+    methods of the values it computes with and Python functions as plain as
+    itself (no recursion, a few at most), builds and unpacks only
+    containers of its own, and whose every operand (arguments,
     defaults, closure cells, the globals it reads) is a number, string,
     bytes, None or a short tuple of them: such a call runs no code of the
     user's, cannot wait for anything (another call of the same map
@@ -259,18 +260,18 @@ def _self_contained(fn: types.FunctionType, args: tuple[Any, ...], kwargs: Mappi
 _FUNCTIONS_MAX = 8
 
 
-def _pure_function(fn: types.FunctionType, seen: dict[types.CodeType, bool]) -> bool:
+def _pure_function(fn: types.FunctionType, seen: dict[types.FunctionType, bool]) -> bool:
     """Whether ``fn`` only computes, whatever plain values it is given: its
     defaults and closure cells plain, its code pure (see :func:`_pure_code`),
     and so every Python function it calls.  ``seen``: the functions looked
     at so far (True if pure) or being looked at (False): a call back into
-    one of those is recursion, a loop by other means."""
-    code = fn.__code__
-    if code in seen:
-        return seen[code]
+    one of those is recursion, a loop by other means.  (By function, not
+    code: closures of one code may close over different values.)"""
+    if fn in seen:
+        return seen[fn]
     if len(seen) >= _FUNCTIONS_MAX:
         return False
-    seen[code] = False
+    seen[fn] = False
     if not all(map(_plain, fn.__defaults__ or ())) or not all(map(_plain, (fn.__kwdefaults__ or {}).values())):
         return False
     if not all(_plain(cell.cell_contents) for cell in fn.__closure__ or ()):  # (empty: ValueError)
@@ -283,5 +284,5 @@ def _pure_function(fn: types.FunctionType, seen: dict[types.CodeType, bool]) -> 
         value = found.get(name, _MISSING)
         return builtins.get(name, _MISSING) if value is _MISSING else value
 
-    pure = seen[code] = _pure_code(code, lookup, seen)
+    pure = seen[fn] = _pure_code(fn.__code__, lookup, seen)
     return pure

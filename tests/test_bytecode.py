@@ -170,6 +170,13 @@ def adds(value: int) -> Callable[[int], int]:
     return inner
 
 
+add_one, add_a_lock = adds(1), adds(LOCK)  # type: ignore[arg-type]  # closures of one code
+
+
+def calls_two_closures(x: int) -> Any:
+    return add_one(x) + add_a_lock(x)
+
+
 def keeps(value: Any) -> Callable[[Any], Any]:
     def inner(x: Any) -> Any:
         return value
@@ -226,6 +233,7 @@ def test_calls_that_only_compute_on_plain_values_are_self_contained(fn: Callable
         (defaults_to_a_lock, (1,), "a default that is not a plain value"),
         (calls_one_that_takes_a_lock, (1,), "a call of a Python function that takes a lock"),
         (counts_down, (3,), "recursion"),
+        (calls_two_closures, (1,), "a closure over a lock, of the code of a plain one"),
         (ping, (3,), "recursion through another function"),
         (nested(9), (1,), "more Python functions than are looked through"),
         (sleeps, (0.001,), "a call of a module that is not all computing"),
