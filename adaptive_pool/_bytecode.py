@@ -246,7 +246,8 @@ def _pure_builtin(fn: Any) -> bool:
     kind = type(fn)
     if kind is types.MethodDescriptorType:
         return fn.__objclass__ in _PLAIN_TYPES and not fn.__name__.startswith("_")
-    if kind is types.BuiltinFunctionType and type(fn.__self__) in _PLAIN_TYPES:
+    bound = getattr(fn, "__self__", None)  # (None for a static method: anything)
+    if kind is types.BuiltinFunctionType and bound is not None and type(bound) in _PLAIN_TYPES:
         return not fn.__name__.startswith("_")
     return _is_pure_callable(fn)
 

@@ -256,6 +256,7 @@ def test_calls_that_only_compute_on_plain_values_are_self_contained(fn: Callable
         (str.__add__, ("a", "b"), "a dunder method"),
         (LOCK.acquire, (), "a method of a lock"),
         ({}.get, (1,), "a method of a mutable value"),
+        (str.maketrans, ("a", "b"), "a static method (bound to no value)"),
         (list.append, ([], 1), "a method of a mutable type"),
         (Doubler(), (1,), "a callable object of the user's class"),
         (with_an_empty_cell(), (1,), "a closure cell not yet assigned"),
