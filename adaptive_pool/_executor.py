@@ -389,8 +389,10 @@ class AutoExecutor(Executor):
         # The control thread (see _on_control), once needed (a list, so that
         # the finalizer below sees it once it exists).
         self._controls: list[ControlThread] = []
-        # If the executor is dropped without shutdown(), its workers still end.
-        weakref.finalize(self, _close_routes, self._routes, self._gate, self._controls)
+        # If the executor is dropped without shutdown(), its workers still
+        # end: armed with the first route or control thread (see
+        # _arm_finalizer), since until then there is nothing to end.
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         _LIVE_EXECUTORS.add(self)
 
     @property
@@ -514,6 +516,11 @@ class AutoExecutor(Executor):
         """Stop accepting work; finish (or cancel) what was accepted."""
         with self._lock:
             self._shutdown = True
+            if not (self._routes or self._controls or self._plans) and self._unfinished() <= 0:
+                # Nothing ever started, nothing running (maps handed to their
+                # readers, say): nothing to wait for or stop.
+                self._routes_closed = True
+                return
             cancelled: list[Future[Any]] = []
             listeners: list[Callable[[Decision | BaseException | None], None]] = []
             if cancel_futures:
@@ -1381,6 +1388,7 @@ class AutoExecutor(Executor):
                 return route
             if self._routes_closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+            self._arm_finalizer()
             route = self._make_route(backend)
             self._routes[backend] = route
             return route
@@ -1572,8 +1580,15 @@ class AutoExecutor(Executor):
             if self._routes_closed:
                 return None
             if not self._controls:
+                self._arm_finalizer()
                 self._controls.append(ControlThread(f"AutoExecutor-{self._serial}-control"))
             return self._controls[0]
+
+    def _arm_finalizer(self) -> None:
+        """Have a dropped executor's routes and control thread end (the
+        caller holds the lock, and is about to start the first of them)."""
+        if self._finalizer is None:
+            self._finalizer = weakref.finalize(self, _close_routes, self._routes, self._gate, self._controls)
 
     def _on_control(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the control thread, not on a worker."""

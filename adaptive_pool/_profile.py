@@ -336,13 +336,17 @@ class GilMonitor:
         finally:
             runqueue.close()
 
-    def own_work(self) -> _OwnWork:
+    def own_work(self) -> _OwnWork | _NoWork:
         """Context manager around the executor's own work while probes run.
 
         Pickling results to size them, importing cloudpickle, reading byte
         code or loading a model hold the GIL too; without this mark a probe
         running beside that work would look GIL-bound whatever it does.
+        With no sampler running there is nobody to tell (a map's first call,
+        measured on its own thread, then costs a few microseconds less).
         """
+        if not self._sampling:
+            return _NO_WORK
         return _OwnWork(self)
 
     def _own_intervals(self, end: float) -> list[tuple[float, float]]:
@@ -381,6 +385,21 @@ class GilMonitor:
         if observed < max(self._MIN_OBSERVED_S, self._MIN_OBSERVED_SHARE * (end - start)):
             return None
         return min(1.0, contended / observed)
+
+
+class _NoWork:
+    """Own work nobody needs to know of (see GilMonitor.own_work)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+_NO_WORK = _NoWork()
 
 
 class _OwnWork:
