@@ -142,13 +142,18 @@ def run_bench(
     """Measure every (workload, mode) ``repeat`` times; return the results dict.
 
     Repetitions are the outer loop, so slow drifts in machine load spread
-    over all modes instead of hitting one.
+    over all modes instead of hitting one; and each repetition starts the
+    modes one further along, so that no mode always runs right after the
+    same one (whatever one leaves behind, a pool's exiting workers say, is
+    spread over all).
     """
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {w: {m: [] for m in modes} for w in workloads}
     started = time.time()
     for rep in range(repeat):
+        shift = rep % len(modes)
+        order = [*modes[shift:], *modes[:shift]]
         for workload in workloads:
-            for mode in modes:
+            for mode in order:
                 report = measure_once(workload, mode, quick, timeout)
                 samples[workload][mode].append(report)
                 if progress is not None:
