@@ -28,6 +28,7 @@ __all__ = [
     "Raised",
     "as_calls",
     "resolve",
+    "run_each",
     "thread_cpu_clock",
 ]
 
@@ -133,7 +134,7 @@ class Outcomes:
         stretch = 1
         while len(items) < count:
             try:
-                items.extend(_calls(fn, islice(arguments, stretch), spread))
+                items.extend(run_each(fn, islice(arguments, stretch), spread))
             except BaseException as exc:  # as the standard library: the caller gets it
                 self._raised(exc)
             else:
@@ -196,7 +197,10 @@ class Outcomes:
                 self._waiters -= 1
 
 
-def _calls(fn: Callable[..., Any], calls: Iterable[Any], spread: bool | None) -> Iterator[Any]:
+def run_each(fn: Callable[..., Any], calls: Iterable[Any], spread: bool | None) -> Iterator[Any]:
+    """An iterator that runs ``fn`` on each of ``calls`` as it is advanced:
+    single arguments (``spread`` False), argument tuples (True) or
+    ``(args, kwargs)`` pairs (None)."""
     if spread is None:
         return (fn(*args, **kwargs) if kwargs else fn(*args) for args, kwargs in calls)
     return starmap(fn, calls) if spread else map(fn, calls)
@@ -371,7 +375,7 @@ class Batch:
         self.ran = 0
         resolve(self.futures[0], True, None)
         self._finish()
-        return starmap(fn, calls) if self.spread else map(fn, calls)
+        return run_each(fn, calls, self.spread)
 
     def call_pairs(self) -> list[Call]:
         """The calls as ``(args, kwargs)`` pairs (for routes that send them)."""

@@ -27,7 +27,7 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import TYPE_CHECKING, Any, cast
 
-from ._batch import NO_KWARGS, Batch, Call, Outcomes, as_calls, resolve
+from ._batch import NO_KWARGS, Batch, Call, Outcomes, as_calls, resolve, run_each
 from ._bytecode import self_contained
 from ._policy import Decision, computing_now, watch_for_computing
 from ._profile import MeasuredCall
@@ -621,7 +621,7 @@ def reader_results(
                 raise value
             yield _draining([value])
             del value
-        yield itertools.starmap(fn, calls) if spread else map(fn, calls)
+        yield run_each(fn, calls, spread)
 
     return _Results.over(stretches())
 
