@@ -230,7 +230,7 @@ def self_contained(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mappin
     try:
         if type(fn) is not types.FunctionType:
             return _pure_builtin(fn) and _plain_arguments(args, kwargs)
-        return _self_contained(fn, args, kwargs)
+        return _plain_arguments(args, kwargs) and _pure_function(fn, {})
     except Exception:  # an empty closure cell, a function made by hand: in doubt
         return False
 
@@ -252,10 +252,6 @@ def _pure_builtin(fn: Any) -> bool:
     return _is_pure_callable(fn)
 
 
-def _self_contained(fn: types.FunctionType, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
-    return _plain_arguments(args, kwargs) and _pure_function(fn, {})
-
-
 #: Python functions a self-contained call may reach, itself included: the
 #: look must cost less than the thread start it spares.
 _FUNCTIONS_MAX = 8
@@ -273,7 +269,7 @@ def _pure_function(fn: types.FunctionType, seen: dict[types.FunctionType, bool])
     if len(seen) >= _FUNCTIONS_MAX:
         return False
     seen[fn] = False
-    if not all(map(_plain, fn.__defaults__ or ())) or not all(map(_plain, (fn.__kwdefaults__ or {}).values())):
+    if not _plain_arguments(fn.__defaults__ or (), fn.__kwdefaults__ or {}):
         return False
     if not all(_plain(cell.cell_contents) for cell in fn.__closure__ or ()):  # (empty: ValueError)
         return False
