@@ -484,11 +484,9 @@ class AutoExecutor(Executor):
             source = tuple(iterables[0] if not spread else source)
             count = len(source)
             if helped and count:
-                contained = self_contained(fn, source[0] if spread else (source[0],), NO_KWARGS)
-                if contained:
-                    handed, first_call = self._map_for_reader(fn, source, spread)
-                    if handed is not None:
-                        return handed
+                handed, first_call, contained = self._map_for_reader(fn, source, spread)
+                if handed is not None:
+                    return handed
         plan = MapPlan(
             self,
             fn,
@@ -779,15 +777,14 @@ class AutoExecutor(Executor):
 
     def _map_for_reader(
         self, fn: Callable[..., Any], source: tuple[Any, ...], spread: bool
-    ) -> tuple[Iterator[Any] | None, MeasuredCall | None]:
-        """The results of a map of self-contained calls that needs no
-        worker, its plan nor its probes, if it is one; else None and its
-        first call if that ran.
+    ) -> tuple[Iterator[Any] | None, MeasuredCall | None, bool | None]:
+        """The results of a map that needs no worker, its plan nor its
+        probes, if it is one (else None); its first call, if that ran; and
+        whether its calls are self-contained (None: not looked at).
 
-        Its calls are self-contained (the caller saw to it: see
+        Such a map's calls are self-contained (see
         :func:`~adaptive_pool._bytecode.self_contained`), so nobody could tell
-        when, where or even whether one ran; such a map is one if they are
-        tiny (or the function is
+        when, where or even whether one ran, and tiny (or the function is
         decided inline already): its reader is handed them all as one
         iterator that runs each call as its result is read, as a plan would
         hand them over batch by batch (see ``MapPlan.run_on_consumer``), less
@@ -798,17 +795,21 @@ class AutoExecutor(Executor):
         not tiny, it is handed to the plan to be judged as its first probe.
         """
         if self._policy_given or self._forced_decision(fn) is not None:
-            return None, None  # a policy handed in decides tiny calls too
-        args = source[0] if spread else (source[0],)
+            return None, None, None  # a policy handed in decides tiny calls too
         key = function_key(fn)
         with self._lock:
             state = self._states.get(key)
+        if state is not None and not self._reader_runs(state):
+            return None, None, None  # decided otherwise: the byte code need not be read
+        args = source[0] if spread else (source[0],)
+        if not self_contained(fn, args, NO_KWARGS):
+            return None, None, False
         if state is not None:
-            return (reader_results(fn, source, spread) if self._reader_runs(state) else None), None
+            return reader_results(fn, source, spread), None, True
         ran = measure_call(fn, args, NO_KWARGS, self._monitor, holds_gil=True)
         sample = ran[2]
         if sample.wall_s >= TINY_CALL_S:
-            return None, ran
+            return None, ran, True
         state = self._state_for(fn)
         with self._lock:
             fresh = state.decision is None and not state.probes_started
@@ -823,8 +824,8 @@ class AutoExecutor(Executor):
             # they keep processes off, as for any sprint).
             self._sprint_on(state, {**call_timings([sample]), "facts_known": 0.0})
         if not self._reader_runs(state):
-            return None, ran  # probed or decided otherwise meanwhile
-        return reader_results(fn, source, spread, first=ran), None
+            return None, ran, True  # probed or decided otherwise meanwhile
+        return reader_results(fn, source, spread, first=ran), None, True
 
     def _reader_runs(self, state: _FunctionState) -> bool:
         """Whether a map's self-contained calls of this function go to its
